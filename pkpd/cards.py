@@ -1,0 +1,235 @@
+"""Model cards: TOML files in ``models/`` with parameter values, units, IIV, residual error,
+covariate effects and the literature source of every number.
+
+A card is data. :func:`load_card` reads and validates it; :class:`Card` turns it into a
+:class:`~pkpd.pk.PKModel`, typical or individual parameters (covariates applied) and IIV draws.
+
+Covariate effect types (``[[covariates]]`` tables):
+
+* ``power``: ``P = P_ref * (COV / reference) ** effect``
+* ``linear``: ``P = P_ref * (1 + effect * (COV - reference))``
+* ``exponential``: ``P = P_ref * exp(effect * (COV - reference))``
+* ``categorical``: ``P = P_ref * (1 + effect)`` when ``COV == level`` (or ``>= level`` with
+  ``at_least = true``), else ``P_ref``
+
+IIV (``[iiv.NAME]``): ``type = "exp"`` gives ``P_i = P * exp(eta)``, ``type = "add"`` gives
+``P_i = P + eta``; ``eta ~ N(0, Omega)`` with variances ``omega2`` and off-diagonal terms from
+``[[iiv_covariance]]`` (``cov``) or ``[[iiv_correlation]]`` (``corr``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .pk import PKModel, make_model
+from .units import conc_factor, normalize_amount_unit, normalize_conc_unit, normalize_time_unit
+
+__all__ = ["Card", "load_card", "list_cards", "models_dir"]
+
+_COV_TYPES = ("power", "linear", "exponential", "categorical")
+
+
+def models_dir() -> Path:
+    """Folder of the bundled cards (``$PKPD_MODELS`` overrides)."""
+    env = os.environ.get("PKPD_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def list_cards() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.toml"))
+
+
+@dataclass(frozen=True)
+class Card:
+    """A validated model card."""
+
+    name: str
+    path: Path | None
+    raw: dict = field(repr=False)
+    sha256: str = field(repr=False, default="")
+
+    # ---- structure ------------------------------------------------------------------------
+    @property
+    def structure(self) -> dict:
+        return self.raw["structure"]
+
+    @property
+    def time_unit(self) -> str:
+        return normalize_time_unit(self.structure["time_unit"])
+
+    @property
+    def amount_unit(self) -> str:
+        return normalize_amount_unit(self.structure.get("amount_unit", "mg"))
+
+    @property
+    def conc_unit(self) -> str:
+        return normalize_conc_unit(self.structure["conc_unit"])
+
+    @property
+    def dose_cmt(self) -> dict[str, int]:
+        return {k.upper(): int(v) for k, v in self.structure.get("dose_cmt", {}).items()}
+
+    @property
+    def source(self) -> str:
+        return self.raw["card"].get("source", "")
+
+    def model(self) -> PKModel:
+        s = self.structure
+        if normalize_amount_unit(s.get("amount_unit", "mg")) != "mg":
+            raise ModelError(f"card {self.name}: amount_unit must be mg (volumes in L)")
+        return make_model(
+            s["model"], s.get("absorption", "iv"),
+            michaelis_menten=bool(s.get("michaelis_menten", False)),
+            time_varying=bool(s.get("time_varying", False)),
+            conc_scale=conc_factor("mg/L", self.conc_unit), time_unit=self.time_unit,
+        )
+
+    # ---- parameters -----------------------------------------------------------------------
+    @property
+    def parameter_names(self) -> list[str]:
+        return list(self.raw["parameters"])
+
+    def parameter_table(self) -> list[dict]:
+        """One dict per parameter: name, value, unit, description, source."""
+        return [dict(name=k, **v) for k, v in self.raw["parameters"].items()]
+
+    @property
+    def reference_covariates(self) -> dict[str, float]:
+        return dict(self.raw.get("reference_covariates", {}))
+
+    def typical_params(self, covariates: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Typical values with covariate effects applied (reference covariates fill gaps)."""
+        cov = self.reference_covariates
+        cov.update(covariates or {})
+        out = {k: float(v["value"]) for k, v in self.raw["parameters"].items()}
+        for c in self.raw.get("covariates", []):
+            name = c["covariate"]
+            if name not in cov:
+                raise ModelError(
+                    f"card {self.name}: covariate {name} is needed for {c['parameter']} but was "
+                    f"not given and has no reference value. Fix: pass {name}=... "
+                )
+            x = float(cov[name])
+            kind = c["type"]
+            eff = float(c["effect"])
+            if kind == "power":
+                f = (x / float(c["reference"])) ** eff
+            elif kind == "linear":
+                f = 1.0 + eff * (x - float(c["reference"]))
+            elif kind == "exponential":
+                f = float(np.exp(eff * (x - float(c["reference"]))))
+            else:
+                hit = x >= c["level"] if c.get("at_least") else x == c["level"]
+                f = 1.0 + eff if hit else 1.0
+            out[c["parameter"]] *= f
+        return out
+
+    # ---- variability ----------------------------------------------------------------------
+    @property
+    def iiv_names(self) -> list[str]:
+        return list(self.raw.get("iiv", {}))
+
+    def omega(self) -> np.ndarray:
+        """IIV covariance matrix in the order of :attr:`iiv_names`."""
+        names = self.iiv_names
+        iiv = self.raw.get("iiv", {})
+        om = np.diag([float(iiv[n]["omega2"]) for n in names])
+        idx = {n: i for i, n in enumerate(names)}
+        for c in self.raw.get("iiv_covariance", []):
+            i, j = idx[c["a"]], idx[c["b"]]
+            om[i, j] = om[j, i] = float(c["cov"])
+        for c in self.raw.get("iiv_correlation", []):
+            i, j = idx[c["a"]], idx[c["b"]]
+            om[i, j] = om[j, i] = float(c["corr"]) * np.sqrt(om[i, i] * om[j, j])
+        return om
+
+    def apply_eta(self, params: Mapping[str, float], eta: Mapping[str, float]) -> dict:
+        """Individual parameters from typical values and random effects."""
+        out = dict(params)
+        for n in self.iiv_names:
+            if n not in eta:
+                continue
+            if self.raw["iiv"][n].get("type", "exp") == "add":
+                out[n] = out[n] + eta[n]
+            else:
+                out[n] = out[n] * np.exp(eta[n])
+        return out
+
+    def sample_params(self, n: int, rng: np.random.Generator,
+                      covariates: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+        """``n`` individual parameter sets (dict of arrays) with IIV drawn from the card."""
+        typ = self.typical_params(covariates)
+        names = self.iiv_names
+        etas = (rng.multivariate_normal(np.zeros(len(names)), self.omega(), size=n)
+                if names else np.zeros((n, 0)))
+        out = {k: np.full(n, v) for k, v in typ.items()}
+        return self.apply_eta(out, {nm: etas[:, i] for i, nm in enumerate(names)})
+
+    @property
+    def residual(self) -> dict:
+        return dict(self.raw.get("residual", {}))
+
+    def summary(self) -> str:
+        lines = [f"{self.name}: {self.raw['card'].get('description', '')}",
+                 f"  source: {self.source}", f"  model: {self.model()!r}",
+                 f"  units: time {self.time_unit}, amount {self.amount_unit}, "
+                 f"concentration {self.conc_unit}"]
+        for p in self.parameter_table():
+            lines.append(f"  {p['name']:6s} = {p['value']:<10g} {p.get('unit', '')}")
+        return "\n".join(lines)
+
+
+def _validate(raw: dict, where: str) -> None:
+    for sec in ("card", "structure", "parameters"):
+        if sec not in raw:
+            raise ModelError(f"{where}: missing [{sec}] table. Fix: see models/anlotinib.toml")
+    s = raw["structure"]
+    for key in ("model", "time_unit", "conc_unit"):
+        if key not in s:
+            raise ModelError(f"{where}: [structure] needs '{key}'")
+    normalize_time_unit(s["time_unit"])
+    normalize_conc_unit(s["conc_unit"])
+    for name, p in raw["parameters"].items():
+        for key in ("value", "unit", "source"):
+            if key not in p:
+                raise ModelError(f"{where}: parameter {name} needs '{key}' (value, unit, source)")
+    for name, v in raw.get("iiv", {}).items():
+        if name not in raw["parameters"]:
+            raise ModelError(f"{where}: IIV on unknown parameter {name}")
+        if v.get("type", "exp") not in ("exp", "add") or float(v["omega2"]) < 0:
+            raise ModelError(f"{where}: IIV {name} needs omega2 >= 0 and type exp|add")
+    for c in raw.get("covariates", []):
+        if c.get("type") not in _COV_TYPES:
+            raise ModelError(f"{where}: covariate type {c.get('type')!r}; use one of {_COV_TYPES}")
+        if c.get("parameter") not in raw["parameters"]:
+            raise ModelError(f"{where}: covariate effect on unknown parameter {c.get('parameter')}")
+
+
+def load_card(name_or_path: str | os.PathLike) -> Card:
+    """Load a card by name (``"anlotinib"``) or by path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix != ".toml":
+        p = models_dir() / f"{name_or_path}.toml"
+    if not p.exists():
+        raise ModelError(
+            f"no model card {str(name_or_path)!r}. Fix: use one of {', '.join(list_cards())} "
+            "or a path to a .toml card"
+        )
+    data = p.read_bytes()
+    try:
+        raw = tomllib.loads(data.decode())
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{p}: not valid TOML ({exc})") from None
+    _validate(raw, str(p))
+    card = Card(name=raw["card"].get("name", p.stem), path=p, raw=raw,
+                sha256=hashlib.sha256(data).hexdigest())
+    card.model()  # structure must build
+    return card
