@@ -198,6 +198,15 @@ def compile_records(
     )
 
 
+def _bucket(n: int) -> int:
+    """Padded length: small sizes exact, larger ones rounded up (1/8 octave steps) so that
+    datasets of similar size share one compilation."""
+    if n <= 16:
+        return n
+    step = 2 ** max(int(np.floor(np.log2(n))) - 3, 0)
+    return int(-(-n // step) * step)
+
+
 def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_obs=None
           ) -> Compiled:
     """Pad subjects to common shapes and stack them (leading axis = subject).
@@ -205,9 +214,9 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
     A single subject gives arrays with a leading axis of length 1; use ``compiled[0]``-style
     indexing via ``jax.tree.map(lambda a: a[0], c)`` or call :func:`solve` through ``vmap``.
     """
-    nd = max([len(s.d_time) for s in subjects] + [n_dose or 0, 1])
-    nr = max([len(s.r_time) for s in subjects] + [n_reset or 0, 1])
-    no = max([len(s.o_time) for s in subjects] + [n_obs or 0, 1])
+    nd = _bucket(max([len(s.d_time) for s in subjects] + [n_dose or 0, 1]))
+    nr = _bucket(max([len(s.r_time) for s in subjects] + [n_reset or 0, 1]))
+    no = _bucket(max([len(s.o_time) for s in subjects] + [n_obs or 0, 1]))
 
     def pad(a, size, fill, dtype=float):
         out = np.full(size, fill, dtype=dtype)

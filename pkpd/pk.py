@@ -69,6 +69,18 @@ class PKModel:
         self.conc_scale = float(conc_scale)
         self.time_unit = time_unit
 
+    # -- identity: models are values (equal structure -> equal, so jit caches are shared) ----
+    def _key(self) -> tuple:
+        return (type(self).__name__, self.compartments, self.parameters, self.conc_scale,
+                self.time_unit, tuple(sorted((k, v) for k, v in vars(self).items()
+                                             if isinstance(v, (bool, int, float, str)))))
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     # -- structure -------------------------------------------------------------------------
     @property
     def n_cmt(self) -> int:
@@ -338,6 +350,9 @@ class ODEView(PKModel):
 
     def volume(self, p):
         return self.base.volume(p)
+
+    def _key(self) -> tuple:
+        return ("ODEView", self.base._key())
 
     def __repr__(self):
         return f"ODEView({self.base!r})"

@@ -1,0 +1,123 @@
+"""The command line: the acceptance forms of `pkpd exposure` and `pkpd predict`, and bad input
+reported as one clear message (row/subject, value, fix) with exit status 2 and no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    p = subprocess.run([sys.executable, "-m", "pkpd.cli", *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_exposure_json_anlotinib():
+    p = run("exposure", "anlotinib", "--regimen", "12 mg PO QD D1-14 Q21D", "--days", 84,
+            "--json")
+    d = json.loads(p.stdout)
+    assert d["unit"] == "ng/mL"
+    assert d["cycle_start_day"] == [0.0, 21.0, 42.0, 63.0]
+    assert len(d["cmax"]) == len(d["ctrough"]) == len(d["auc"]) == 4
+    assert abs(d["cmax"][2] - 49.0) <= 0.5 and abs(d["ctrough"][2] - 20.7) <= 0.05
+
+
+def write_events(path, rows, cols=("ID", "TIME", "EVID", "AMT", "CMT", "II", "ADDL", "DV")):
+    pd.DataFrame(rows, columns=list(cols)).to_csv(path, index=False)
+    return path
+
+
+def test_predict_pred_and_ipred(tmp_path):
+    # 1-cpt oral anlotinib card: 12 mg into the depot (CMT 1), samples in central (CMT 2)
+    rows = []
+    for sid, cl in ((1, 9.26), (2, 12.0)):
+        rows.append((sid, 0, 1, 12, 1, 24, 2, ".", cl))
+        for t in (2, 6, 24, 50):
+            rows.append((sid, t, 0, 0, 2, 0, 0, 1.0, cl))
+    f = write_events(tmp_path / "ev.csv", rows,
+                     ("ID", "TIME", "EVID", "AMT", "CMT", "II", "ADDL", "DV", "CL"))
+    out = tmp_path / "pred.csv"
+    run("predict", "--model", "anlotinib", "--data", f, "--out", out)
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["ID", "TIME", "PRED", "IPRED"]
+    assert len(pred) == 8
+
+    def bateman(t, cl, v=2010.0, ka=0.64):
+        k = cl / v
+        return sum(1000 * 12 * ka / (v * (ka - k)) * (np.exp(-k * (t - d)) - np.exp(-ka * (t - d)))
+                   for d in (0, 24, 48) if t >= d)
+
+    for _, r in pred.iterrows():
+        assert r.PRED == pytest.approx(bateman(r.TIME, 9.26), rel=1e-9)
+        assert r.IPRED == pytest.approx(bateman(r.TIME, 9.26 if r.ID == 1 else 12.0), rel=1e-9)
+
+
+def test_predict_units_and_param_override(tmp_path):
+    rows = [(1, 0, 1, 12000, 1, 0, 0, "."), (1, 0.25, 0, 0, 2, 0, 0, 1.0)]   # 12000 ug, 0.25 d
+    f = write_events(tmp_path / "ev.csv", rows)
+    out = tmp_path / "p.csv"
+    run("predict", "--model", "anlotinib", "--data", f, "--out", out, "--time-unit", "day",
+        "--amt-unit", "ug", "--param", "KA=1.0")
+    pred = pd.read_csv(out)
+    k, ka, t = 9.26 / 2010, 1.0, 6.0
+    ref = 1000 * 12 * ka / (2010 * (ka - k)) * (np.exp(-k * t) - np.exp(-ka * t))
+    assert pred.TIME.tolist() == [0.25]
+    assert pred.PRED[0] == pytest.approx(ref, rel=1e-9)
+
+
+BAD = {
+    "negative AMT": ([(1, 0, 1, -5, 1, 0, 0, "."), (1, 1, 0, 0, 2, 0, 0, 1)], ["AMT", "-5"]),
+    "missing AMT": ([(1, 0, 1, ".", 1, 0, 0, "."), (1, 1, 0, 0, 2, 0, 0, 1)], ["AMT", "row 1"]),
+    "time backwards": ([(1, 5, 1, 12, 1, 0, 0, "."), (1, 2, 0, 0, 2, 0, 0, 1)],
+                       ["TIME", "row 2", "ID 1"]),
+    "unknown CMT": ([(1, 0, 1, 12, 7, 0, 0, "."), (1, 1, 0, 0, 2, 0, 0, 1)], ["CMT", "7"]),
+    "II=0 with ADDL": ([(1, 0, 1, 12, 1, 0, 3, "."), (1, 1, 0, 0, 2, 0, 0, 1)],
+                       ["ADDL", "II", "row 1"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_predict_bad_input_is_clear(tmp_path, case):
+    rows, needles = BAD[case]
+    f = write_events(tmp_path / "ev.csv", rows)
+    p = run("predict", "--model", "anlotinib", "--data", f, "--out", tmp_path / "o.csv",
+            check=False)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "Fix" in p.stderr
+    for n in needles:
+        assert n in p.stderr, (n, p.stderr)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_unknown_unit_is_clear(tmp_path):
+    f = write_events(tmp_path / "ev.csv", [(1, 0, 1, 12, 1, 0, 0, "."),
+                                           (1, 1, 0, 0, 2, 0, 0, 1)])
+    p = run("predict", "--model", "anlotinib", "--data", f, "--out", tmp_path / "o.csv",
+            "--time-unit", "fortnights", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "fortnights" in p.stderr and "Fix" in p.stderr
+
+
+@pytest.mark.parametrize("text", ["12 mg PO QD D1-14 Q3X", "twelve mg PO QD", "12 mg XX QD D1"])
+def test_regimen_that_does_not_parse_is_clear(text):
+    p = run("exposure", "anlotinib", "--regimen", text, "--days", 42, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "Fix" in p.stderr
+
+
+def test_unknown_card_is_clear():
+    p = run("exposure", "aspirin", "--regimen", "12 mg PO QD D1-14 Q21D", "--days", 42,
+            check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "anlotinib" in p.stderr

@@ -1,0 +1,98 @@
+"""Exposure acceptance: anlotinib against its closed form and LITERATURE §1.2, durvalumab troughs
+against LITERATURE §2.2, per-cycle AUC against quadrature of the closed form."""
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+from scipy.optimize import minimize_scalar
+
+import pkpd
+from pkpd.exposure import concentration_profile, cycle_exposure
+from pkpd.regimen import parse_regimen
+
+ANLOTINIB = "12 mg PO QD D1-14 Q21D"
+DURVALUMAB = "1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"
+
+
+def anlotinib_closed_form(t_h, cl=9.26, v=2010.0, ka=0.64, dose=12.0, days=84):
+    """1-cpt oral superposition (Bateman), ng/mL. Doses at 24 h steps on days 1-14 of 21."""
+    k = cl / v
+    td = np.array([24.0 * (21 * c + d) for c in range(days // 21 + 1) for d in range(14)])
+    t = np.atleast_1d(np.asarray(t_h, float))[:, None]
+    dt = t - td[None, :]
+    term = np.where(dt >= 0, np.exp(-k * np.clip(dt, 0, None)) - np.exp(-ka * np.clip(
+        dt, 0, None)), 0.0)
+    return 1000.0 * dose * ka / (v * (ka - k)) * term.sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def anlo():
+    return cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), 84)
+
+
+def test_anlotinib_cycle3_matches_closed_form(anlo):
+    # Cmax of cycle 3 lies after its last dose (day 55 = 1320 h) within the dosing day
+    f = lambda t: -anlotinib_closed_form(t)[0]  # noqa: E731
+    opt = minimize_scalar(f, bounds=(1320.0, 1344.0), method="bounded",
+                          options={"xatol": 1e-9})
+    cmax_ref = -opt.fun
+    trough_ref = anlotinib_closed_form(63 * 24.0)[0]     # just before cycle 4 starts
+    assert anlo.cycle_start_day[:4] == [0.0, 21.0, 42.0, 63.0]
+    assert anlo.cmax[2] == pytest.approx(cmax_ref, rel=1e-6)
+    assert anlo.ctrough[2] == pytest.approx(trough_ref, rel=1e-6)
+    assert anlo.tmax_day[2] * 24 == pytest.approx(opt.x, abs=0.05)
+
+
+def test_anlotinib_matches_literature(anlo):
+    # LITERATURE §1.2 [D]: Cmax ~49 ng/mL from cycle 3 on (2 significant digits -> +-0.5),
+    # day-21 trough ~20.7 ng/mL (3 significant digits -> +-0.05), C1 Cmax 44 (+-0.5).
+    assert abs(anlo.cmax[2] - 49.0) <= 0.5
+    assert abs(anlo.ctrough[2] - 20.7) <= 0.05
+    assert abs(anlo.cmax[0] - 44.0) <= 0.5
+    assert anlo.unit == "ng/mL"
+
+
+def test_anlotinib_cycle_auc_is_exact(anlo):
+    for c in range(3):
+        # integrate day by day so that every dose kink is an interval end
+        ref = sum(quad(lambda t: anlotinib_closed_form(t)[0], 504.0 * c + 24 * d,
+                       504.0 * c + 24 * (d + 1), epsabs=1e-10, epsrel=1e-12)[0]
+                  for d in range(21))
+        assert anlo.auc[c] == pytest.approx(ref, rel=1e-7)
+    assert anlo.auc_unit == "ng/mL*h"
+
+
+def test_durvalumab_troughs_match_literature():
+    # LITERATURE §2.2 [D], Abegesah typical male 69.4 kg, no chemotherapy: 85, 130, 156, 174
+    res = cycle_exposure(pkpd.load_card("durvalumab"), parse_regimen(DURVALUMAB), 112)
+    assert res.cycle_start_day == [0.0, 21.0, 42.0, 63.0, 84.0]
+    for got, ref in zip(res.ctrough[:4], [85.0, 130.0, 156.0, 174.0]):
+        assert got == pytest.approx(ref, rel=0.10)
+    assert res.unit == "ug/mL"
+    # peaks of 440-610 ug/mL (LITERATURE §2.2)
+    assert 400 < res.cmax[0] < 650 and res.cmax[3] < 650
+
+
+def test_durvalumab_chemo_lowers_clearance():
+    reg = parse_regimen("1500 mg IV 60 min Q3W x2")
+    card = pkpd.load_card("durvalumab")
+    off = cycle_exposure(card, reg, 42)
+    on = cycle_exposure(card, reg, 42, covariates={"CHEMO": 1})
+    assert on.ctrough[0] > off.ctrough[0] * 1.05
+
+
+def test_profile_population_shapes_and_typical_row():
+    card = pkpd.load_card("anlotinib")
+    reg = parse_regimen(ANLOTINIB)
+    t = np.linspace(0, 42, 50)
+    typ = concentration_profile(card, reg, t)
+    assert typ.shape == (1, 50)
+    np.testing.assert_allclose(typ[0], anlotinib_closed_form(t * 24, days=42), rtol=1e-9,
+                               atol=1e-12)
+    pars = card.sample_params(7, np.random.default_rng(0))
+    pop = concentration_profile(card, reg, t, params=pars)
+    assert pop.shape == (7, 50)
+    for i in (0, 6):
+        ref = anlotinib_closed_form(t * 24, cl=pars["CL"][i], v=pars["V"][i], ka=pars["KA"][i],
+                                    days=42)
+        np.testing.assert_allclose(pop[i], ref, rtol=1e-9, atol=1e-12)
