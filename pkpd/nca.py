@@ -162,7 +162,7 @@ def auc_segments(t, c, method: str = "lin up/log down") -> np.ndarray:
     out = (c1 + c2) / 2.0 * dt
     lg = _log_segments(t, c, method)
     if np.any(lg):
-        out[lg] = (c1[lg] - c2[lg]) / np.log(c1[lg] / c2[lg]) * dt[lg]
+        out[lg] = (c1[lg] - c2[lg]) / (np.log(c1[lg]) - np.log(c2[lg])) * dt[lg]
     return out
 
 
@@ -179,10 +179,11 @@ def aumc_segments(t, c, method: str = "lin up/log down") -> np.ndarray:
     out = (t1 * c1 + t2 * c2) / 2.0 * dt
     lg = _log_segments(t, c, method)
     if np.any(lg):
-        lr = np.log(c2[lg] / c1[lg])
-        out[lg] = dt[lg] * (t2[lg] * c2[lg] - t1[lg] * c1[lg]) / lr - dt[lg] ** 2 * (
-            c2[lg] - c1[lg]
-        ) / lr**2
+        lr = np.log(c2[lg]) - np.log(c1[lg])
+        out[lg] = (
+            dt[lg] * (t2[lg] * c2[lg] - t1[lg] * c1[lg]) / lr
+            - dt[lg] ** 2 * (c2[lg] - c1[lg]) / lr**2
+        )
     return out
 
 
@@ -597,9 +598,13 @@ def _profile_nca(
         c0 = float(np.min(co))
     if to[0] != 0.0:
         if math.isnan(c0):
+            why = {
+                "start_predose": "no predose sample within 5% of the interval before the dose",
+                None: "impute=None",
+            }.get(impute_rule, f"{impute_rule} not applicable")
             notes.append(
-                f"no concentration at dose time (first sample t={to[0]:g}) and no imputation "
-                "applied: AUCs not computed"
+                f"no concentration at dose time (first sample t={to[0]:g}; {why}): AUCs not "
+                "computed; choose impute='start_conc0' (first dose) or 'start_cmin' (steady state)"
             )
         else:
             notes.append(f"C0={c0:g} imputed at t=0 ({impute_rule})")
