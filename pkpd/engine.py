@@ -98,6 +98,8 @@ class Compiled(eqx.Module):
     d_epoch: jax.Array
     d_key: jax.Array
     d_lagkey: jax.Array
+    i_idx: jax.Array        # indices of the doses that are infusions (they need an END event)
+    i_valid: jax.Array
     r_time: jax.Array
     r_epoch: jax.Array
     r_key: jax.Array
@@ -216,6 +218,8 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
     """
     nd = _bucket(max([len(s.d_time) for s in subjects] + [n_dose or 0, 1]))
     nr = _bucket(max([len(s.r_time) for s in subjects] + [n_reset or 0, 1]))
+    infs = [np.flatnonzero((s.d_rate != 0) | (s.d_dur > 0)) for s in subjects]
+    ni = _bucket(max([len(i) for i in infs] + [1]))
     no = _bucket(max([len(s.o_time) for s in subjects] + [n_obs or 0, 1]))
 
     def pad(a, size, fill, dtype=float):
@@ -224,8 +228,10 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
         return out
 
     cols = {k: [] for k in Compiled.__annotations__}
-    for s in subjects:
+    for s, inf in zip(subjects, infs):
         ssinf = (s.d_ss > 0) & (s.d_amt == 0) & (s.d_ii == 0)
+        cols["i_idx"].append(pad(inf, ni, 0, int))
+        cols["i_valid"].append(pad(np.ones(len(inf), bool), ni, False, bool))
         cols["d_time"].append(pad(s.d_time, nd, s.t0))
         cols["d_amt"].append(pad(s.d_amt, nd, 0.0))
         cols["d_cmt"].append(pad(s.d_cmt, nd, 0, int))
@@ -360,16 +366,18 @@ def _timeline(model: PKModel, p, cd: Compiled):
     nobs = cd.o_time.shape[0]
     lagged = (lag > 0) | (cd.d_key < 0)
     start_key = jnp.where(lagged, 3 * cd.d_lagkey + 2, 3 * cd.d_key + 2)
-    # dose start / end
-    times = [arrive, arrive + dur]
-    keys = [start_key, jnp.full(nd, -1)]
-    types = [jnp.full(nd, START), jnp.full(nd, END)]
-    cmts = [cd.d_cmt, cd.d_cmt]
-    boluses = [bolus, jnp.zeros(nd)]
-    rates = [rate, rate]
-    epochs = [cd.d_epoch, cd.d_epoch]
-    vidx = [jnp.full(nd, -1), jnp.full(nd, -1)]
-    oidx = [jnp.full(nd, nobs), jnp.full(nd, nobs)]
+    # dose starts, and ends for the doses that are infusions
+    j = cd.i_idx
+    ni = j.shape[0]
+    times = [arrive, arrive[j] + dur[j]]
+    keys = [start_key, jnp.full(ni, -1)]
+    types = [jnp.full(nd, START), jnp.full(ni, END)]
+    cmts = [cd.d_cmt, cd.d_cmt[j]]
+    boluses = [bolus, jnp.zeros(ni)]
+    rates = [rate, rate[j]]
+    epochs = [cd.d_epoch, jnp.where(cd.i_valid, cd.d_epoch[j], -1)]
+    vidx = [jnp.full(nd, -1), jnp.full(ni, -1)]
+    oidx = [jnp.full(nd, nobs), jnp.full(ni, nobs)]
     ss_vec = None
     if model.linear and cd.has_ss:
         state, start_rel, rem, p_bolus, p_rate = _ss_terms(
