@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -60,10 +61,23 @@ DERIVED_COLUMNS = ("ROW", "ATIME")
 
 _INT_COLUMNS = ("EVID", "CMT", "ADDL", "SS", "MDV", "CENS", "ROW")
 _FLOAT_COLUMNS = ("TIME", "AMT", "RATE", "II", "DV", "DUR", "LIMIT", "ATIME")
-_NUMERIC_INPUT = ("TIME", "EVID", "AMT", "RATE", "DUR", "II", "ADDL", "SS", "DV", "MDV", "CENS",
-                  "LIMIT")
+_NUMERIC_INPUT = (
+    "TIME",
+    "EVID",
+    "AMT",
+    "RATE",
+    "DUR",
+    "II",
+    "ADDL",
+    "SS",
+    "DV",
+    "MDV",
+    "CENS",
+    "LIMIT",
+)
 _WHOLE = ("EVID", "ADDL", "SS", "MDV", "CENS")
 _MISSING_TOKENS = frozenset({"", ".", "NA", "NaN", "nan", "NAN"})
+_INT_TEXT = re.compile(r"[+-]?\d+")
 _DOSE_EVIDS = (1, 4)
 _RESET_EVIDS = (3, 4)
 _SNAP_RTOL = 1e-9
@@ -298,7 +312,11 @@ class _Ctx:
             problem = f"{problem} (also row{plural} {self.rows_text(others)})"
         value = None if values is None else _show(values[i])
         raise DataError(
-            problem, row=int(self.rows[i]), subject=_py(self.ids[i]), column=column, value=value,
+            problem,
+            row=int(self.rows[i]),
+            subject=_py(self.ids[i]),
+            column=column,
+            value=value,
             fix=fix,
         )
 
@@ -376,13 +394,13 @@ def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         if len(rec) != width:
             raise DataError(
                 f"the record has {len(rec)} fields but the header has {width} columns",
-                row=rows[k], fix="make every line have one value per column; write '.' for a "
-                "missing value",
+                row=rows[k],
+                fix="make every line have one value per column; write '.' for a missing value",
             )
     if "" in names:
         raise DataError(
-            f"a column in the header of {str(path)!r} has no name (position "
-            f"{names.index('') + 1})", fix="name every column in the header row",
+            f"a column in the header of {str(path)!r} has no name (position {names.index('') + 1})",
+            fix="name every column in the header row",
         )
     frame = pd.DataFrame(fields, columns=names, dtype=object)
     if not fields:
@@ -416,11 +434,34 @@ def _canonical_names(columns: list[str]) -> dict[str, str]:
                 raise DataError(
                     f"the columns {seen[key]!r} and {c!r} both mean {key} (names are "
                     "case-insensitive)",
-                    column=key, fix="keep one of them",
+                    column=key,
+                    fix="keep one of them",
                 )
             seen[key] = c
             mapping[c] = key
     return mapping
+
+
+def _text_to_float(obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parse values exactly (Python's float, not pandas' fast parser); return (numbers, bad).
+
+    Missing tokens give NaN and are not bad.
+    """
+    miss = np.fromiter((_is_missing(v) for v in obj), dtype=bool, count=len(obj))
+    work = np.where(miss, "nan", obj).astype(object)
+    work = np.array([v.strip() if isinstance(v, str) else v for v in work], dtype=object)
+    try:
+        return np.asarray(work, dtype=float), np.zeros(len(obj), dtype=bool)
+    except (TypeError, ValueError):
+        pass
+    num = np.full(len(obj), np.nan)
+    bad = np.zeros(len(obj), dtype=bool)
+    for i, v in enumerate(work):
+        try:
+            num[i] = float(v)
+        except (TypeError, ValueError):
+            bad[i] = True
+    return num, bad
 
 
 def _parse_numeric(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
@@ -429,31 +470,43 @@ def _parse_numeric(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
         return values.to_numpy(dtype=float)
     if pd.api.types.is_numeric_dtype(values):
         return values.to_numpy(dtype=float, na_value=np.nan)
-    obj = values.astype(object)
-    miss = np.fromiter((_is_missing(v) for v in obj), dtype=bool, count=len(obj))
-    cleaned = obj.where(~miss, np.nan).map(lambda v: v.strip() if isinstance(v, str) else v)
-    num = pd.to_numeric(cleaned, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = np.isnan(num) & ~miss
+    obj = values.astype(object).to_numpy()
+    num, bad = _text_to_float(obj)
     if bad.any():
         extra = ""
         if col == "TIME":
             extra = "; clock times or dates are not supported, convert them to elapsed time"
         ctx.fail(
-            bad, f"non-numeric value in {col}", column=col, values=obj.to_numpy(),
+            bad,
+            f"non-numeric value in {col}",
+            column=col,
+            values=obj,
             fix=f"write a number in {col}, or '.' for a missing value{extra}",
         )
     return num
 
 
 def _parse_user_column(values: pd.Series) -> pd.Series:
-    """Text-file user columns: missing tokens -> NaN, numbers if every value is a number."""
-    obj = values.astype(object)
+    """Text-file user columns: missing tokens -> NaN; numbers if every value is a number.
+
+    Whole numbers without missing values become int64, other numbers float64 (parsed exactly),
+    anything else stays text.
+    """
+    obj = values.astype(object).to_numpy()
     miss = np.fromiter((_is_missing(v) for v in obj), dtype=bool, count=len(obj))
-    cleaned = obj.where(~miss, np.nan)
-    try:
-        return pd.to_numeric(cleaned)
-    except (ValueError, TypeError):
-        return cleaned
+    if (
+        len(obj)
+        and not miss.any()
+        and all(isinstance(v, str) and _INT_TEXT.fullmatch(v.strip()) for v in obj)
+    ):
+        try:
+            return pd.Series(np.array([int(v) for v in obj], dtype=np.int64))
+        except OverflowError:
+            pass
+    num, bad = _text_to_float(obj)
+    if not bad.any():
+        return pd.Series(num)
+    return pd.Series(np.where(miss, np.nan, obj).astype(object))
 
 
 def _parse_ids(values: pd.Series, ctx_rows: np.ndarray) -> np.ndarray:
@@ -462,7 +515,10 @@ def _parse_ids(values: pd.Series, ctx_rows: np.ndarray) -> np.ndarray:
     if miss.any():
         i = int(np.flatnonzero(miss)[0])
         raise DataError(
-            "ID is missing", row=int(ctx_rows[i]), column="ID", value=_show(obj[i]),
+            "ID is missing",
+            row=int(ctx_rows[i]),
+            column="ID",
+            value=_show(obj[i]),
             fix="give every record the ID of its subject",
         )
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -527,7 +583,10 @@ def _parse_cmt(
             elif cmt_names is None:
                 raise DataError(
                     "CMT holds a compartment name but no cmt_names mapping was given",
-                    row=int(ctx.rows[i]), subject=_py(ctx.ids[i]), column="CMT", value=v,
+                    row=int(ctx.rows[i]),
+                    subject=_py(ctx.ids[i]),
+                    column="CMT",
+                    value=v,
                     fix="pass read_nonmem(..., cmt_names={'depot': 1, 'central': 2, ...}) "
                     "or write compartment numbers",
                 ) from None
@@ -535,7 +594,10 @@ def _parse_cmt(
                 known = ", ".join(repr(k) for k in lookup)
                 raise DataError(
                     "unknown compartment name in CMT",
-                    row=int(ctx.rows[i]), subject=_py(ctx.ids[i]), column="CMT", value=v,
+                    row=int(ctx.rows[i]),
+                    subject=_py(ctx.ids[i]),
+                    column="CMT",
+                    value=v,
                     fix=f"use one of {known} or a compartment number",
                 ) from None
         cache[v] = x
@@ -543,8 +605,9 @@ def _parse_cmt(
     return out, ~np.isnan(out)
 
 
-def _convert_legacy_evids(w: dict[str, np.ndarray], ctx: _Ctx, cmt_given: np.ndarray,
-                          ss_given: np.ndarray) -> np.ndarray:
+def _convert_legacy_evids(
+    w: dict[str, np.ndarray], ctx: _Ctx, cmt_given: np.ndarray, ss_given: np.ndarray
+) -> np.ndarray:
     """Convert classic RxODE/rxode2 EVIDs (>= 100) to NONMEM records in place.
 
     Classic code = 100000*(cmt // 100) + 10000*kind + 100*(cmt % 100) + flag, with kind 0 bolus,
@@ -560,33 +623,44 @@ def _convert_legacy_evids(w: dict[str, np.ndarray], ctx: _Ctx, cmt_given: np.nda
         return keep
     orig = evid.copy()
     used_off: set[int] = set()
-    fix_pair = ("rewrite the infusion as one NONMEM record: EVID=1, AMT=rate*duration, RATE=rate "
-                "(or DUR=duration)")
+    fix_pair = (
+        "rewrite the infusion as one NONMEM record: EVID=1, AMT=rate*duration, RATE=rate "
+        "(or DUR=duration)"
+    )
     for i in legacy:
         e = int(orig[i])
         where = {"row": int(ctx.rows[i]), "subject": _py(ctx.ids[i]), "column": "EVID"}
         if e != orig[i]:
-            raise DataError("EVID must be a whole number", value=_show(orig[i]),
-                            fix="use EVID 0-4 (NONMEM) or a classic rxode2 code", **where)
+            raise DataError(
+                "EVID must be a whole number",
+                value=_show(orig[i]),
+                fix="use EVID 0-4 (NONMEM) or a classic rxode2 code",
+                **where,
+            )
         flag = e % 100
         kind = (e // 10000) % 10
         cmt = (e // 100) % 100 + 100 * (e // 100000)
         if flag == 30:
             raise DataError(
                 "classic EVID that switches a compartment off (flag 30) is not supported",
-                value=e, fix="remove the record; pkpd does not switch compartments off",
+                value=e,
+                fix="remove the record; pkpd does not switch compartments off",
                 **where,
             )
         if flag not in (1, 10, 20) or kind == 3:
             raise DataError(
-                "unknown classic rxode2 EVID", value=e,
+                "unknown classic rxode2 EVID",
+                value=e,
                 fix="use NONMEM EVIDs 0-4 with AMT/RATE/CMT/SS columns, or classic codes "
-                "100*cmt+1 (bolus) and 10000+100*cmt+1 (infusion)", **where,
+                "100*cmt+1 (bolus) and 10000+100*cmt+1 (infusion)",
+                **where,
             )
         if kind in (4, 5):
             raise DataError(
                 "classic EVID for a replace/multiply event (rxode2 EVID 5/6) is not supported",
-                value=e, fix="remove the record or express it as a dose", **where,
+                value=e,
+                fix="remove the record or express it as a dose",
+                **where,
             )
         if kind in (6, 7):  # switch-off of a modelled rate/duration: implied by RATE=-1/-2
             keep[i] = False
@@ -597,19 +671,30 @@ def _convert_legacy_evids(w: dict[str, np.ndarray], ctx: _Ctx, cmt_given: np.nda
         if cmt_given[i] and w["CMT"][i] not in (0, cmt):
             raise DataError(
                 f"CMT disagrees with the compartment {cmt} coded in the classic EVID {e}",
-                row=int(ctx.rows[i]), subject=_py(ctx.ids[i]), column="CMT",
-                value=_show(w["CMT"][i]), fix=f"set CMT={cmt} or leave it empty", )
+                row=int(ctx.rows[i]),
+                subject=_py(ctx.ids[i]),
+                column="CMT",
+                value=_show(w["CMT"][i]),
+                fix=f"set CMT={cmt} or leave it empty",
+            )
         ss_code = {1: 0, 10: 1, 20: 2}[flag]
         if ss_given[i] and w["SS"][i] not in (0, ss_code):
             raise DataError(
                 f"SS disagrees with the steady-state flag coded in the classic EVID {e}",
-                row=int(ctx.rows[i]), subject=_py(ctx.ids[i]), column="SS",
-                value=_show(w["SS"][i]), fix=f"set SS={ss_code} or leave it empty")
+                row=int(ctx.rows[i]),
+                subject=_py(ctx.ids[i]),
+                column="SS",
+                value=_show(w["SS"][i]),
+                fix=f"set SS={ss_code} or leave it empty",
+            )
         if w["RATE"][i] != 0 or w["DUR"][i] != 0:
             raise DataError(
                 "RATE/DUR must be empty on a classic rxode2 EVID record (the EVID codes the "
-                "infusion)", value=e, fix="convert the record to EVID=1 with RATE or DUR, or "
-                "set RATE and DUR to 0", **where)
+                "infusion)",
+                value=e,
+                fix="convert the record to EVID=1 with RATE or DUR, or set RATE and DUR to 0",
+                **where,
+            )
         w["CMT"][i] = cmt
         w["SS"][i] = ss_code
         w["EVID"][i] = 1
@@ -622,19 +707,33 @@ def _convert_legacy_evids(w: dict[str, np.ndarray], ctx: _Ctx, cmt_given: np.nda
             if not amt > 0:
                 raise DataError(
                     "classic infusion switch-off record (negative AMT) without a preceding "
-                    "switch-on record", row=int(ctx.rows[i]), subject=_py(ctx.ids[i]),
-                    column="AMT", value=_show(amt), fix=fix_pair)
+                    "switch-on record",
+                    row=int(ctx.rows[i]),
+                    subject=_py(ctx.ids[i]),
+                    column="AMT",
+                    value=_show(amt),
+                    fix=fix_pair,
+                )
             j_off = None
             for j in range(i + 1, n):
-                if (ctx.ids[j] == ctx.ids[i] and orig[j] == e and j not in used_off
-                        and w["AMT"][j] == -amt):
+                if (
+                    ctx.ids[j] == ctx.ids[i]
+                    and orig[j] == e
+                    and j not in used_off
+                    and w["AMT"][j] == -amt
+                ):
                     j_off = j
                     break
             if j_off is None:
                 raise DataError(
                     f"classic infusion into CMT {cmt} is switched on (AMT={_show(amt)} is the "
-                    "rate) but never switched off", row=int(ctx.rows[i]),
-                    subject=_py(ctx.ids[i]), column="EVID", value=e, fix=fix_pair)
+                    "rate) but never switched off",
+                    row=int(ctx.rows[i]),
+                    subject=_py(ctx.ids[i]),
+                    column="EVID",
+                    value=e,
+                    fix=fix_pair,
+                )
             used_off.add(j_off)
             keep[j_off] = False
             duration = w["TIME"][j_off] - w["TIME"][i]
@@ -710,8 +809,8 @@ def read_nonmem(
     Warns
     -----
     PkpdDataWarning
-        Non-contiguous IDs, DV on dose records, duplicate (ID, TIME, EVID, CMT), II on a dose
-        without ADDL/SS, observation records with MDV=0 but no DV.
+        Non-contiguous IDs, DV on dose records, duplicate (ID, TIME, EVID, CMT), observation
+        records with MDV=0 but no DV.
 
     Examples
     --------
@@ -736,19 +835,19 @@ def read_nonmem(
     for req in ("ID", "TIME"):
         if req not in frame.columns:
             raise DataError(
-                f"required column {req} is missing (columns found: {found})", column=req,
+                f"required column {req} is missing (columns found: {found})",
+                column=req,
                 fix=f"add a {req} column (names are case-insensitive)",
             )
 
     # -- ROW --------------------------------------------------------------------------------------
     if "ROW" in frame.columns:
-        row_vals = pd.to_numeric(frame["ROW"].astype(object).where(
-            ~frame["ROW"].astype(object).map(_is_missing), np.nan), errors="coerce")
-        rv = row_vals.to_numpy(dtype=float, na_value=np.nan)
-        if np.isnan(rv).any() or np.any(rv < 1) or np.any(rv != np.round(rv)):
+        rv, bad_rv = _text_to_float(frame["ROW"].astype(object).to_numpy())
+        if bad_rv.any() or np.isnan(rv).any() or np.any(rv < 1) or np.any(rv != np.round(rv)):
             raise DataError(
                 "column ROW is reserved for the 1-based source row number and must hold "
-                "positive whole numbers", column="ROW",
+                "positive whole numbers",
+                column="ROW",
                 fix="rename your ROW column (e.g. to RECORD)",
             )
         rows = rv.astype(np.int64)
@@ -768,18 +867,39 @@ def read_nonmem(
         w[col] = _parse_numeric(frame[col], col, ctx) if present[col] else np.full(n, np.nan)
     for col in _NUMERIC_INPUT:
         if col != "LIMIT":  # LIMIT=-inf is the M3 lower bound
-            ctx.fail(np.isinf(w[col]), f"{col} must be finite", column=col, values=w[col],
-                     fix=f"write a finite number in {col}")
-    ctx.fail(np.isnan(w["TIME"]), "TIME is missing", column="TIME",
-             values=np.full(n, "."), fix="give every record a TIME")
+            ctx.fail(
+                np.isinf(w[col]),
+                f"{col} must be finite",
+                column=col,
+                values=w[col],
+                fix=f"write a finite number in {col}",
+            )
+    ctx.fail(
+        np.isnan(w["TIME"]),
+        "TIME is missing",
+        column="TIME",
+        values=np.full(n, "."),
+        fix="give every record a TIME",
+    )
     for col in _WHOLE:
         x = w[col]
-        ctx.fail(~np.isnan(x) & (x != np.round(x)), f"{col} must be a whole number", column=col,
-                 values=x, fix=f"write an integer in {col}")
-    cmt, cmt_given = _parse_cmt(frame["CMT"] if present["CMT"] else None, n, ctx, cmt_names,
-                                default_cmt)
-    ctx.fail(cmt_given & (cmt != np.round(cmt)), "CMT must be a whole number", column="CMT",
-             values=cmt, fix="write a compartment number or name in CMT")
+        ctx.fail(
+            ~np.isnan(x) & (x != np.round(x)),
+            f"{col} must be a whole number",
+            column=col,
+            values=x,
+            fix=f"write an integer in {col}",
+        )
+    cmt, cmt_given = _parse_cmt(
+        frame["CMT"] if present["CMT"] else None, n, ctx, cmt_names, default_cmt
+    )
+    ctx.fail(
+        cmt_given & (cmt != np.round(cmt)),
+        "CMT must be a whole number",
+        column="CMT",
+        values=cmt,
+        fix="write a compartment number or name in CMT",
+    )
     w["CMT"] = cmt
     ss_given = ~np.isnan(w["SS"])
     for col in ("RATE", "DUR", "II", "ADDL", "SS"):
@@ -805,16 +925,19 @@ def read_nonmem(
         i = int(np.flatnonzero(bad)[0])
         e = evid[i]
         if e < 0:
-            problem = ("negative EVIDs are rxode2 solver-output codes (end of infusion), not "
-                       "input records")
+            problem = (
+                "negative EVIDs are rxode2 solver-output codes (end of infusion), not input records"
+            )
             fix = "drop these records; pkpd creates infusion ends itself"
         elif e in (5, 6, 7):
             problem = f"EVID {int(e)} (rxode2 replace/multiply/phantom event) is not supported"
             fix = "use EVID 0 (observation), 1 (dose), 2 (other), 3 (reset) or 4 (reset+dose)"
         else:
             problem = "EVID must be 0, 1, 2, 3 or 4"
-            fix = ("use EVID 0 (observation), 1 (dose), 2 (other), 3 (reset) or 4 (reset+dose);"
-                   " classic rxode2 codes 100*cmt+1 and 10000+100*cmt+1 are converted")
+            fix = (
+                "use EVID 0 (observation), 1 (dose), 2 (other), 3 (reset) or 4 (reset+dose);"
+                " classic rxode2 codes 100*cmt+1 and 10000+100*cmt+1 are converted"
+            )
         ctx.fail(bad, problem, column="EVID", values=evid, fix=fix)
     evid = evid.astype(np.int64)
     is_dose = np.isin(evid, _DOSE_EVIDS)
@@ -823,77 +946,163 @@ def read_nonmem(
     # -- CMT -------------------------------------------------------------------------------------
     fill = float(default_cmt) if default_cmt is not None else 0.0
     cmt = np.where(np.isnan(w["CMT"]), fill, w["CMT"])
-    ctx.fail(cmt < 0, "negative CMT (switching a compartment off) is not supported",
-             column="CMT", values=cmt,
-             fix="remove the record; pkpd does not switch compartments off")
+    ctx.fail(
+        cmt < 0,
+        "negative CMT (switching a compartment off) is not supported",
+        column="CMT",
+        values=cmt,
+        fix="remove the record; pkpd does not switch compartments off",
+    )
     if n_cmt is not None:
-        ctx.fail(cmt > n_cmt, f"CMT is not a compartment of the model (1..{n_cmt})",
-                 column="CMT", values=cmt,
-                 fix=f"use a compartment number from 1 to {n_cmt} (0 = model default)")
+        ctx.fail(
+            cmt > n_cmt,
+            f"CMT is not a compartment of the model (1..{n_cmt})",
+            column="CMT",
+            values=cmt,
+            fix=f"use a compartment number from 1 to {n_cmt} (0 = model default)",
+        )
     elif cmt_names is not None:
         allowed = {0} | {int(v) for v in cmt_names.values()}
-        ctx.fail(~np.isin(cmt, list(allowed)), "CMT is not one of the model's compartments",
-                 column="CMT", values=cmt,
-                 fix="use one of " + ", ".join(f"{k}={v}" for k, v in cmt_names.items()))
+        ctx.fail(
+            ~np.isin(cmt, list(allowed)),
+            "CMT is not one of the model's compartments",
+            column="CMT",
+            values=cmt,
+            fix="use one of " + ", ".join(f"{k}={v}" for k, v in cmt_names.items()),
+        )
     cmt = cmt.astype(np.int64)
 
     # -- dose items ------------------------------------------------------------------------------
     if not present["AMT"] and is_dose.any():
-        ctx.fail(is_dose, f"dose records (EVID 1/4) need an AMT column (columns found: {found})",
-                 column="AMT", values=evid, fix="add an AMT column with the dose amounts")
+        ctx.fail(
+            is_dose,
+            f"dose records (EVID 1/4) need an AMT column (columns found: {found})",
+            column="AMT",
+            values=evid,
+            fix="add an AMT column with the dose amounts",
+        )
     ii, addl, ss, dur = w["II"], w["ADDL"], w["SS"], w["DUR"]
     evtxt = "EVID 0/2/3 (observation, other, reset)"
-    ctx.fail(nondose & (rate != 0), f"RATE must be 0 on {evtxt} records", column="RATE",
-             values=rate, fix="set RATE=0, or make the record a dose (EVID=1)")
+    ctx.fail(
+        nondose & (rate != 0),
+        f"RATE must be 0 on {evtxt} records",
+        column="RATE",
+        values=rate,
+        fix="set RATE=0, or make the record a dose (EVID=1)",
+    )
     amt_on_nondose = nondose & ~np.isnan(amt) & (amt != 0)
-    ctx.fail(amt_on_nondose, f"AMT must be 0 or missing on {evtxt} records", column="AMT",
-             values=amt, fix="set AMT=0 (or '.'), or make the record a dose (EVID=1)")
+    ctx.fail(
+        amt_on_nondose,
+        f"AMT must be 0 or missing on {evtxt} records",
+        column="AMT",
+        values=amt,
+        fix="set AMT=0 (or '.'), or make the record a dose (EVID=1)",
+    )
     for col, x in (("II", ii), ("ADDL", addl), ("SS", ss), ("DUR", dur)):
-        ctx.fail(nondose & (x != 0), f"{col} must be 0 on {evtxt} records", column=col,
-                 values=x, fix=f"set {col}=0 (or '.'), or make the record a dose (EVID=1)")
-    ctx.fail(is_dose & ~np.isin(ss, (0, 1, 2, 3)), "SS must be 0, 1, 2 or 3", column="SS",
-             values=ss, fix="use SS=0 (no steady state), 1 (reset to SS), 2 (SS added) or 3")
-    ctx.fail(~((rate >= 0) | (rate == -1) | (rate == -2)),
-             "RATE must be >= 0 (0 = bolus, >0 = zero-order rate), -1 (rate modelled) or -2 "
-             "(duration modelled)", column="RATE", values=rate,
-             fix="write a non-negative rate, -1 or -2")
-    ctx.fail(dur < 0, "DUR (infusion duration) must not be negative", column="DUR", values=dur,
-             fix="write a duration >= 0 (0 = bolus); for a modelled duration use RATE=-2")
-    ctx.fail((dur > 0) & (rate != 0),
-             "both DUR>0 and RATE!=0 on one record is ambiguous", column="DUR", values=dur,
-             fix="give either RATE or DUR for an infusion, and set the other to 0")
-    ctx.fail(is_dose & (addl < 0),
-             "negative ADDL (NONMEM 7.5 'empirical steady state') is not supported",
-             column="ADDL", values=addl,
-             fix="use SS=1 with II for a steady-state dose, or ADDL>=0")
-    ctx.fail(is_dose & (ii < 0), "II must not be negative", column="II", values=ii,
-             fix="write the dosing interval (> 0) in II")
+        ctx.fail(
+            nondose & (x != 0),
+            f"{col} must be 0 on {evtxt} records",
+            column=col,
+            values=x,
+            fix=f"set {col}=0 (or '.'), or make the record a dose (EVID=1)",
+        )
+    ctx.fail(
+        is_dose & ~np.isin(ss, (0, 1, 2, 3)),
+        "SS must be 0, 1, 2 or 3",
+        column="SS",
+        values=ss,
+        fix="use SS=0 (no steady state), 1 (reset to SS), 2 (SS added) or 3",
+    )
+    ctx.fail(
+        ~((rate >= 0) | (rate == -1) | (rate == -2)),
+        "RATE must be >= 0 (0 = bolus, >0 = zero-order rate), -1 (rate modelled) or -2 "
+        "(duration modelled)",
+        column="RATE",
+        values=rate,
+        fix="write a non-negative rate, -1 or -2",
+    )
+    ctx.fail(
+        dur < 0,
+        "DUR (infusion duration) must not be negative",
+        column="DUR",
+        values=dur,
+        fix="write a duration >= 0 (0 = bolus); for a modelled duration use RATE=-2",
+    )
+    ctx.fail(
+        (dur > 0) & (rate != 0),
+        "both DUR>0 and RATE!=0 on one record is ambiguous",
+        column="DUR",
+        values=dur,
+        fix="give either RATE or DUR for an infusion, and set the other to 0",
+    )
+    ctx.fail(
+        is_dose & (addl < 0),
+        "negative ADDL (NONMEM 7.5 'empirical steady state') is not supported",
+        column="ADDL",
+        values=addl,
+        fix="use SS=1 with II for a steady-state dose, or ADDL>=0",
+    )
+    ctx.fail(
+        is_dose & (ii < 0),
+        "II must not be negative",
+        column="II",
+        values=ii,
+        fix="write the dosing interval (> 0) in II",
+    )
     ss_inf = is_dose & (ss > 0) & (rate != 0) & (ii == 0) & (np.isnan(amt) | (amt == 0))
-    ctx.fail(ss_inf & (rate == -2),
-             "RATE=-2 (modelled duration) is meaningless for a steady-state constant infusion "
-             "(AMT=0, II=0, SS>0)", column="RATE", values=rate,
-             fix="use RATE>0 or RATE=-1 for a constant infusion, or give AMT and II for SS "
-             "intermittent infusions")
-    ctx.fail(ss_inf & (addl > 0),
-             "a steady-state constant infusion (AMT=0, RATE>0, II=0, SS>0) must have ADDL=0",
-             column="ADDL", values=addl, fix="set ADDL=0")
+    ctx.fail(
+        ss_inf & (rate == -2),
+        "RATE=-2 (modelled duration) is meaningless for a steady-state constant infusion "
+        "(AMT=0, II=0, SS>0)",
+        column="RATE",
+        values=rate,
+        fix="use RATE>0 or RATE=-1 for a constant infusion, or give AMT and II for SS "
+        "intermittent infusions",
+    )
+    ctx.fail(
+        ss_inf & (addl > 0),
+        "a steady-state constant infusion (AMT=0, RATE>0, II=0, SS>0) must have ADDL=0",
+        column="ADDL",
+        values=addl,
+        fix="set ADDL=0",
+    )
     amt = np.where(ss_inf & np.isnan(amt), 0.0, amt)
-    ctx.fail(is_dose & np.isnan(amt), "AMT is missing on a dose record (EVID 1/4)",
-             column="AMT", values=np.full(n, "."),
-             fix="write the dose amount (> 0) in AMT, or make the record EVID=2")
-    ctx.fail(is_dose & (amt < 0), "AMT must be > 0 on a dose record (EVID 1/4)", column="AMT",
-             values=amt, fix="write the dose amount (> 0) in AMT")
-    ctx.fail(is_dose & (amt == 0) & ~ss_inf,
-             "AMT=0 on a dose record is only allowed for a steady-state constant infusion "
-             "(AMT=0, RATE>0, II=0, SS=1)", column="AMT", values=amt,
-             fix="write the dose amount (> 0) in AMT, or use EVID=2 for a record that is not a "
-             "dose")
-    ctx.fail(is_dose & (addl > 0) & (ii == 0), "ADDL>0 needs an interdose interval II>0",
-             column="II", values=ii, fix="write the dosing interval in II, or set ADDL=0")
-    ctx.fail(is_dose & (ss > 0) & (ii == 0) & ~ss_inf,
-             "a steady-state dose (SS>0) needs II>0 (only a constant infusion AMT=0, RATE>0 "
-             "has II=0)", column="II", values=ii,
-             fix="write the dosing interval in II, or set SS=0")
+    ctx.fail(
+        is_dose & np.isnan(amt),
+        "AMT is missing on a dose record (EVID 1/4)",
+        column="AMT",
+        values=np.full(n, "."),
+        fix="write the dose amount (> 0) in AMT, or make the record EVID=2",
+    )
+    ctx.fail(
+        is_dose & (amt < 0),
+        "AMT must be > 0 on a dose record (EVID 1/4)",
+        column="AMT",
+        values=amt,
+        fix="write the dose amount (> 0) in AMT",
+    )
+    ctx.fail(
+        is_dose & (amt == 0) & ~ss_inf,
+        "AMT=0 on a dose record is only allowed for a steady-state constant infusion "
+        "(AMT=0, RATE>0, II=0, SS=1)",
+        column="AMT",
+        values=amt,
+        fix="write the dose amount (> 0) in AMT, or use EVID=2 for a record that is not a dose",
+    )
+    ctx.fail(
+        is_dose & (addl > 0) & (ii == 0),
+        "ADDL>0 needs an interdose interval II>0",
+        column="II",
+        values=ii,
+        fix="write the dosing interval in II, or set ADDL=0",
+    )
+    ctx.fail(
+        is_dose & (ss > 0) & (ii == 0) & ~ss_inf,
+        "a steady-state dose (SS>0) needs II>0 (only a constant infusion AMT=0, RATE>0 has II=0)",
+        column="II",
+        values=ii,
+        fix="write the dosing interval in II, or set SS=0",
+    )
     amt = np.where(nondose, 0.0, amt)
 
     # -- BLQ / censoring -------------------------------------------------------------------------
@@ -904,35 +1113,53 @@ def read_nonmem(
     upper = {str(c).strip().upper(): c for c in frame.columns if c not in names.values()}
     if present["CENS"]:
         cens = np.where(np.isnan(cens), 0.0, cens)
-        ctx.fail(~np.isin(cens, (-1, 0, 1)),
-                 "CENS must be -1 (right-censored), 0 (quantified) or 1 (left-censored, BLQ)",
-                 column="CENS", values=cens, fix="use CENS in {-1, 0, 1}")
+        ctx.fail(
+            ~np.isin(cens, (-1, 0, 1)),
+            "CENS must be -1 (right-censored), 0 (quantified) or 1 (left-censored, BLQ)",
+            column="CENS",
+            values=cens,
+            fix="use CENS in {-1, 0, 1}",
+        )
     else:
         blq_col = next((upper[k] for k in ("BLQ", "BLQFN", "BLQFL") if k in upper), None)
         cens = np.zeros(n)
         if blq_col is not None:
             flag = _blq_flags(frame[blq_col], str(blq_col), ctx)
             lloq_col = next((upper[k] for k in ("LLOQ", "ALLOQ") if k in upper), None)
-            lloq = (_parse_numeric(frame[lloq_col], str(lloq_col), ctx) if lloq_col is not None
-                    else np.full(n, np.nan))
+            lloq = (
+                _parse_numeric(frame[lloq_col], str(lloq_col), ctx)
+                if lloq_col is not None
+                else np.full(n, np.nan)
+            )
             blq_rows = is_obs & (flag == 1)
             lloq_name = str(lloq_col) if lloq_col is not None else "LLOQ"
-            ctx.fail(blq_rows & np.isnan(lloq),
-                     f"{blq_col}=1 (below LLOQ) but the LLOQ is missing", column=lloq_name,
-                     values=np.full(n, "."), fix="give the assay LLOQ (in DV units) in an "
-                     "LLOQ column on every BLQ record")
+            ctx.fail(
+                blq_rows & np.isnan(lloq),
+                f"{blq_col}=1 (below LLOQ) but the LLOQ is missing",
+                column=lloq_name,
+                values=np.full(n, "."),
+                fix="give the assay LLOQ (in DV units) in an LLOQ column on every BLQ record",
+            )
             cens = np.where(blq_rows, 1.0, 0.0)
             dv = np.where(blq_rows, lloq, dv)
             limit = np.where(blq_rows, 0.0 if blq_method == "m4" else -np.inf, limit)
             mdv_forced = np.where(blq_rows, 1 if blq_method == "m1" else 0, -1)
-    ctx.fail(is_obs & (cens != 0) & np.isnan(dv),
-             "a censored record (CENS=+-1) must hold the limit (LLOQ/ULOQ) in DV", column="DV",
-             values=np.full(n, "."), fix="write the LLOQ (CENS=1) or ULOQ (CENS=-1) in DV")
+    ctx.fail(
+        is_obs & (cens != 0) & np.isnan(dv),
+        "a censored record (CENS=+-1) must hold the limit (LLOQ/ULOQ) in DV",
+        column="DV",
+        values=np.full(n, "."),
+        fix="write the LLOQ (CENS=1) or ULOQ (CENS=-1) in DV",
+    )
 
     # -- MDV ---------------------------------------------------------------------------------------
-    ctx.fail(~np.isnan(mdv_in) & ~np.isin(mdv_in, (0, 1, 100, 101)),
-             "MDV must be 0 or 1 (100/101 accepted)", column="MDV", values=mdv_in,
-             fix="use MDV=0 for an observation, 1 otherwise")
+    ctx.fail(
+        ~np.isnan(mdv_in) & ~np.isin(mdv_in, (0, 1, 100, 101)),
+        "MDV must be 0 or 1 (100/101 accepted)",
+        column="MDV",
+        values=mdv_in,
+        fix="use MDV=0 for an observation, 1 otherwise",
+    )
     no_dv = np.isnan(dv)
     mdv = np.where(np.isnan(mdv_in), np.where(no_dv, 1.0, 0.0), mdv_in)
     lost = is_obs & no_dv & np.isin(mdv, (0, 100))
@@ -956,7 +1183,8 @@ def read_nonmem(
             back,
             f"TIME goes backwards within ID {subj} ({_show(time[i])} after "
             f"{_show(prev_time[i])} at row {int(prev_row[i])})",
-            column="TIME", values=time,
+            column="TIME",
+            values=time,
             fix="sort the records by TIME within each subject, or start a new occasion with "
             "EVID=3/4",
         )
@@ -968,26 +1196,27 @@ def read_nonmem(
     dv_on_dose = is_dose & ~np.isnan(w["DV"]) & ((w["DV"] != 0) | inferred)
     if dv_on_dose.any():
         idx = np.flatnonzero(dv_on_dose)
-        _warn(f"DV is given on dose records at rows {ctx.rows_text(idx)}; pkpd ignores DV on "
-              "dose records (NONMEM does too, while Monolix would read a row with both a dose "
-              "and a measurement as a measurement). Fix: move the measurement to its own "
-              "EVID=0 record, or write '.' in DV on dose records")
+        _warn(
+            f"DV is given on dose records at rows {ctx.rows_text(idx)}; pkpd ignores DV on "
+            "dose records (NONMEM does too, while Monolix would read a row with both a dose "
+            "and a measurement as a measurement). Fix: move the measurement to its own "
+            "EVID=0 record, or write '.' in DV on dose records"
+        )
     key = pd.DataFrame({"c": codes, "t": atime, "e": evid, "m": cmt})
     dup = key.duplicated(keep=False).to_numpy()
     if dup.any():
         idx = np.flatnonzero(dup)
-        _warn(f"duplicate records (same ID, TIME, EVID and CMT) at rows {ctx.rows_text(idx)}; "
-              "they are all kept and processed in file order. Fix: remove repeated records if "
-              "they are not intended")
-    ii_alone = is_dose & (ii > 0) & (addl == 0) & (ss == 0)
-    if ii_alone.any():
-        _warn(f"II>0 on dose records without ADDL or SS at rows "
-              f"{ctx.rows_text(np.flatnonzero(ii_alone))}; II has no effect there (it is kept "
-              "for time-after-dose). Fix: set ADDL or SS if repeated dosing was meant")
+        _warn(
+            f"duplicate records (same ID, TIME, EVID and CMT) at rows {ctx.rows_text(idx)}; "
+            "they are all kept and processed in file order. Fix: remove repeated records if "
+            "they are not intended"
+        )
     if given_lost.any():
-        _warn(f"observation records with MDV=0 but no DV at rows "
-              f"{ctx.rows_text(np.flatnonzero(given_lost))}; they are treated as MDV=1 (not "
-              "observations). Fix: write the measured value in DV or set MDV=1")
+        _warn(
+            f"observation records with MDV=0 but no DV at rows "
+            f"{ctx.rows_text(np.flatnonzero(given_lost))}; they are treated as MDV=1 (not "
+            "observations). Fix: write the measured value in DV or set MDV=1"
+        )
 
     # -- assemble ----------------------------------------------------------------------------------
     out = {
@@ -1036,8 +1265,11 @@ def _blq_flags(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
                 x = np.nan
             if x not in (0.0, 1.0):
                 raise DataError(
-                    f"{col} must be 0/1 (or Y/N)", row=int(ctx.rows[i]),
-                    subject=_py(ctx.ids[i]), column=col, value=_show(v),
+                    f"{col} must be 0/1 (or Y/N)",
+                    row=int(ctx.rows[i]),
+                    subject=_py(ctx.ids[i]),
+                    column=col,
+                    value=_show(v),
                     fix=f"write 1 (below LLOQ) or 0 in {col}",
                 )
             out[i] = x
@@ -1187,8 +1419,9 @@ def expand_addl(
     [10.0, 20.0, 22.0, 34.0]
     """
     if tie_order not in ("file", "dose_first", "obs_first"):
-        raise ValueError(f"tie_order must be 'file', 'dose_first' or 'obs_first', got "
-                         f"{tie_order!r}")
+        raise ValueError(
+            f"tie_order must be 'file', 'dose_first' or 'obs_first', got {tie_order!r}"
+        )
     df = table.df.reset_index(drop=True).copy()
     n = len(df)
     if "ADDL_SRC" in df.columns:
@@ -1201,14 +1434,22 @@ def expand_addl(
     is_src = np.isin(evid, _DOSE_EVIDS) & (addl > 0)
     if np.any(is_src & ~(ii > 0)):
         i = int(np.flatnonzero(is_src & ~(ii > 0))[0])
-        raise DataError("ADDL>0 needs an interdose interval II>0", row=int(df["ROW"].iloc[i]),
-                        subject=_py(df["ID"].iloc[i]), column="II", value=_show(ii[i]),
-                        fix="write the dosing interval in II, or set ADDL=0")
+        raise DataError(
+            "ADDL>0 needs an interdose interval II>0",
+            row=int(df["ROW"].iloc[i]),
+            subject=_py(df["ID"].iloc[i]),
+            column="II",
+            value=_show(ii[i]),
+            fix="write the dosing interval in II, or set ADDL=0",
+        )
     src_idx = np.flatnonzero(is_src)
     reps = addl[src_idx].astype(np.int64)
     rep_idx = np.repeat(src_idx, reps)
-    k = (np.concatenate([np.arange(1, r + 1) for r in reps]) if reps.size
-         else np.zeros(0, dtype=np.int64))
+    k = (
+        np.concatenate([np.arange(1, r + 1) for r in reps])
+        if reps.size
+        else np.zeros(0, dtype=np.int64)
+    )
     copies = df.iloc[rep_idx].copy()
     shift = k * ii[rep_idx]
     copies["TIME"] = copies["TIME"].to_numpy(dtype=float) + shift
@@ -1249,8 +1490,9 @@ def expand_addl(
     if tie_order == "file":
         rank = np.where(implied, 0, 1)
     elif tie_order == "dose_first":
-        rank = np.where(~implied & (ev == 3), 0,
-                        np.where(implied, 1, np.where(np.isin(ev, _DOSE_EVIDS), 2, 3)))
+        rank = np.where(
+            ~implied & (ev == 3), 0, np.where(implied, 1, np.where(np.isin(ev, _DOSE_EVIDS), 2, 3))
+        )
     else:
         rank = np.where(~implied & (ev == 0), 0, np.where(implied, 1, 2))
     atime = full["ATIME"].to_numpy(dtype=float)
@@ -1263,12 +1505,14 @@ def expand_addl(
     f_codes = codes[order]
     f_at = full["ATIME"].to_numpy(dtype=float)
     dose_keys = set(zip(f_codes[implied].tolist(), f_at[implied].tolist()))
-    obs = (full["EVID"].to_numpy() == 0)
+    obs = full["EVID"].to_numpy() == 0
     hits = [i for i in np.flatnonzero(obs) if (int(f_codes[i]), float(f_at[i])) in dose_keys]
     if hits:
         listed = ", ".join(
             f"row {int(full['ROW'].iloc[i])} (ID {_py(full['ID'].iloc[i])}, TIME "
-            f"{_show(full['TIME'].iloc[i])})" for i in hits[:_MAX_LISTED])
+            f"{_show(full['TIME'].iloc[i])})"
+            for i in hits[:_MAX_LISTED]
+        )
         more = f" and {len(hits) - _MAX_LISTED} more" if len(hits) > _MAX_LISTED else ""
         _warn(
             f"observations fall exactly on an implied (ADDL) dose time: {listed}{more}. As in "
@@ -1277,5 +1521,6 @@ def expand_addl(
             "explicit after the observation",
         )
     cols = [c for c in full.columns if c not in ("ADDL_SRC", "SEQ")] + ["ADDL_SRC", "SEQ"]
-    return EventTable(full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit,
-                      dv_unit=table.dv_unit)
+    return EventTable(
+        full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit, dv_unit=table.dv_unit
+    )
