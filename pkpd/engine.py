@@ -100,6 +100,8 @@ class Compiled(eqx.Module):
     d_lagkey: jax.Array
     i_idx: jax.Array        # indices of the doses that are infusions (they need an END event)
     i_valid: jax.Array
+    s_idx: jax.Array        # indices of the steady-state dose records (SS=1/2)
+    s_valid: jax.Array
     r_time: jax.Array
     r_epoch: jax.Array
     r_key: jax.Array
@@ -118,6 +120,9 @@ class SolverConfig:
     atol: float = 1e-10
     max_steps: int = 4096
     solver: str = "tsit5"
+    ss_intervals: int = 60
+    """Nonlinear models: SS=1 is reached by this many dosing intervals from zero (NONMEM
+    integrates until convergence; a fixed count keeps the solve differentiable)."""
 
     def make_solver(self):
         return {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
@@ -150,6 +155,8 @@ def compile_records(
     rows = df["ROW"].to_numpy() if "ROW" in df else np.arange(1, n + 1)
 
     dose_rows = np.flatnonzero((evid == 1) | (evid == 4))
+    # CMT 0 (or absent) on a dose is NONMEM's default dose compartment: compartment 1
+    cmt = np.where(((evid == 1) | (evid == 4)) & (np.nan_to_num(cmt) == 0), 1.0, cmt)
     for i in dose_rows:
         c = cmt[i]
         if not np.isfinite(c) or c != int(c) or c < 1 or c > model.n_cmt:
@@ -159,11 +166,17 @@ def compile_records(
                 row=int(rows[i]), subject=subject, column="CMT", value=cmt[i],
                 fix="dose into one of the model's compartments",
             )
-        if ss[i] in (1, 2) and not model.linear:
+        if ss[i] == 2 and not model.linear:
             raise ModelError(
-                f"row {int(rows[i])} (ID {subject}): SS={ss[i]} needs a linear time-invariant "
-                f"model for an exact steady state, but {model!r} is nonlinear. Fix: give the "
-                "doses explicitly (ADDL) long enough to reach steady state"
+                f"row {int(rows[i])} (ID {subject}): SS=2 adds steady-state amounts to the "
+                f"current ones, which needs linear kinetics (superposition), but {model!r} is "
+                "nonlinear. Fix: use SS=1, or give the doses explicitly (ADDL)"
+            )
+        if ss[i] in (1, 2) and not model.linear and amt[i] == 0:
+            raise ModelError(
+                f"row {int(rows[i])} (ID {subject}): a steady-state constant infusion "
+                f"(AMT=0, SS={ss[i]}) is only available for linear models; {model!r} is "
+                "nonlinear. Fix: start the infusion explicitly well before the first sample"
             )
 
     # epochs: count resets in processing order; ADDL copies inherit their source's epoch.
@@ -220,6 +233,8 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
     nr = _bucket(max([len(s.r_time) for s in subjects] + [n_reset or 0, 1]))
     infs = [np.flatnonzero((s.d_rate != 0) | (s.d_dur > 0)) for s in subjects]
     ni = _bucket(max([len(i) for i in infs] + [1]))
+    sss = [np.flatnonzero(s.d_ss > 0) for s in subjects]
+    ns = _bucket(max([len(i) for i in sss] + [1]))
     no = _bucket(max([len(s.o_time) for s in subjects] + [n_obs or 0, 1]))
 
     def pad(a, size, fill, dtype=float):
@@ -228,8 +243,10 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
         return out
 
     cols = {k: [] for k in Compiled.__annotations__}
-    for s, inf in zip(subjects, infs):
+    for s, inf, ssi in zip(subjects, infs, sss):
         ssinf = (s.d_ss > 0) & (s.d_amt == 0) & (s.d_ii == 0)
+        cols["s_idx"].append(pad(ssi, ns, 0, int))
+        cols["s_valid"].append(pad(np.ones(len(ssi), bool), ns, False, bool))
         cols["i_idx"].append(pad(inf, ni, 0, int))
         cols["i_valid"].append(pad(np.ones(len(inf), bool), ni, False, bool))
         cols["d_time"].append(pad(s.d_time, nd, s.t0))
@@ -355,11 +372,47 @@ def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag
         p_rate = jnp.where(ssinf, zero, p_rate)
         return state, start_rel, rem, p_bolus, p_rate
 
-    return jax.vmap(one)(cd.d_cmt, cd.d_ii, lag, dur, bolus, rate, fa, is_inf, cd.d_rate,
-                         rmod, cd.d_ssinf)
+    j = cd.s_idx
+    return jax.vmap(one)(cd.d_cmt[j], cd.d_ii[j], lag[j], dur[j], bolus[j], rate[j], fa[j],
+                         is_inf[j], cd.d_rate[j], rmod[j], cd.d_ssinf[j])
 
 
-def _timeline(model: PKModel, p, cd: Compiled):
+def _ss_runin(model: PKModel, p, cd: Compiled, lag, dur, bolus, rate, is_inf, advance,
+              n_intervals: int):
+    """Nonlinear SS=1: state at the record time after ``n_intervals`` implied doses from zero.
+
+    Each interval: lag (no input), the dose (bolus, or infusion over its duration), washout to
+    the end of the interval. Needs ALAG + duration <= II (else NaN)."""
+    n = model.n_cmt
+    j = cd.s_idx
+
+    def one(c, tau, t_rec, ln, d, b, rt, isinf):
+        dtype = jnp.result_type(float)
+        e_c = _unit(n, c, dtype)
+        tau_s = jnp.where(tau > 0, tau, 1.0)
+        zero = jnp.zeros(n, dtype)
+
+        def interval(k, carry):
+            a, _ = carry
+            t0 = t_rec - (n_intervals - k) * tau_s
+            a1, _ = advance(t0, t0 + ln, a, zero)
+            a1 = a1 + jnp.where(isinf, 0.0, b) * e_c
+            a2, _ = advance(t0 + ln, t0 + ln + d, a1, jnp.where(isinf, rt, 0.0) * e_c)
+            a3, _ = advance(t0 + ln + d, t0 + tau_s, a2, zero)
+            return a3, a
+
+        a, a_prev = jax.lax.fori_loop(0, n_intervals, interval, (zero, zero))
+        # not converged (last interval still changes the state) -> NaN, counted as a failure
+        conv = jnp.all(jnp.abs(a - a_prev) <= 1e-7 * jnp.abs(a) + 1e-12 * jnp.max(jnp.abs(a)))
+        return jnp.where((ln + d <= tau_s) & conv, a, jnp.nan)
+
+    state = jax.vmap(one)(cd.d_cmt[j], cd.d_ii[j], cd.d_time[j], lag[j], dur[j], bolus[j],
+                          rate[j], is_inf[j])
+    z = jnp.zeros((j.shape[0], N_SS_PENDING))
+    return state, z, z, z, z
+
+
+def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
     """All events of one subject as flat arrays, sorted."""
     arrive, dur, bolus, rate, fa, lag, rmod, is_inf = _dose_inputs(model, p, cd)
     nd = cd.d_time.shape[0]
@@ -379,39 +432,46 @@ def _timeline(model: PKModel, p, cd: Compiled):
     vidx = [jnp.full(nd, -1), jnp.full(ni, -1)]
     oidx = [jnp.full(nd, nobs), jnp.full(ni, nobs)]
     ss_vec = None
-    if model.linear and cd.has_ss:
-        state, start_rel, rem, p_bolus, p_rate = _ss_terms(
-            model, p, cd, arrive, dur, bolus, rate, fa, lag, rmod, is_inf)
-        has_ss = cd.d_ss > 0
-        ss_vec = jnp.where(has_ss[:, None], state, 0.0)
+    if cd.has_ss:
+        if model.linear:
+            state, start_rel, rem, p_bolus, p_rate = _ss_terms(
+                model, p, cd, arrive, dur, bolus, rate, fa, lag, rmod, is_inf)
+        else:
+            state, start_rel, rem, p_bolus, p_rate = _ss_runin(
+                model, p, cd, lag, dur, bolus, rate, is_inf,
+                _make_advance(model, p, config, False), config.ss_intervals)
+        j = cd.s_idx
+        ns = j.shape[0]
+        ok = cd.s_valid
+        ss_vec = jnp.where(ok[:, None], state, 0.0)
         # SET events (after the reset of the same record, before its dose)
-        times.append(cd.d_time)
-        keys.append(3 * cd.d_key + 1)
-        types.append(jnp.where(has_ss, SET, -1))
-        cmts.append(cd.d_cmt)
-        boluses.append(jnp.zeros(nd))
-        rates.append(jnp.zeros(nd))
-        epochs.append(cd.d_epoch)
-        vidx.append(jnp.arange(nd))
-        oidx.append(jnp.full(nd, nobs))
-        # pending inputs of implied past doses
+        times.append(cd.d_time[j])
+        keys.append(3 * cd.d_key[j] + 1)
+        types.append(jnp.where(ok, SET, -1))
+        cmts.append(cd.d_cmt[j])
+        boluses.append(jnp.zeros(ns))
+        rates.append(jnp.zeros(ns))
+        epochs.append(jnp.where(ok, cd.d_epoch[j], -1))
+        vidx.append(jnp.arange(ns))
+        oidx.append(jnp.full(ns, nobs))
+        # pending inputs of implied past doses (still arriving or infusing at the record)
         npd = N_SS_PENDING
-        t_rec = jnp.repeat(cd.d_time, npd)
-        st = t_rec + start_rel.reshape(-1)
-        pr = jnp.where(jnp.repeat(has_ss, npd), p_rate.reshape(-1), 0.0)
-        pb = jnp.where(jnp.repeat(has_ss, npd), p_bolus.reshape(-1), 0.0)
-        kk = jnp.repeat(3 * cd.d_key + 2, npd)
+        st = jnp.repeat(cd.d_time[j], npd) + start_rel.reshape(-1)
+        okr = jnp.repeat(ok, npd)
+        pr = jnp.where(okr, p_rate.reshape(-1), 0.0)
+        pb = jnp.where(okr, p_bolus.reshape(-1), 0.0)
+        m = ns * npd
         times += [st, st + rem.reshape(-1)]
-        keys += [kk, jnp.full(nd * npd, -1)]
-        types += [jnp.full(nd * npd, START), jnp.full(nd * npd, END)]
-        cm = jnp.repeat(cd.d_cmt, npd)
+        keys += [jnp.repeat(3 * cd.d_key[j] + 2, npd), jnp.full(m, -1)]
+        types += [jnp.full(m, START), jnp.full(m, END)]
+        cm = jnp.repeat(cd.d_cmt[j], npd)
         cmts += [cm, cm]
-        boluses += [pb, jnp.zeros(nd * npd)]
+        boluses += [pb, jnp.zeros(m)]
         rates += [pr, pr]
-        ep = jnp.repeat(cd.d_epoch, npd)
+        ep = jnp.where(okr, jnp.repeat(cd.d_epoch[j], npd), -1)
         epochs += [ep, ep]
-        vidx += [jnp.full(nd * npd, -1)] * 2
-        oidx += [jnp.full(nd * npd, nobs)] * 2
+        vidx += [jnp.full(m, -1)] * 2
+        oidx += [jnp.full(m, nobs)] * 2
     # resets
     nr = cd.r_time.shape[0]
     times.append(cd.r_time)
@@ -517,7 +577,7 @@ def solve(model: PKModel, params: Mapping, compiled: Compiled, *,
     """
     config = config or SolverConfig()
     p = {k: jnp.asarray(v, dtype=float) for k, v in params.items()}
-    ev, ss_vec = _timeline(model, p, compiled)
+    ev, ss_vec = _timeline(model, p, compiled, config)
     n = model.n_cmt
     nobs = compiled.o_time.shape[0]
     advance = _make_advance(model, p, config, with_auc)
@@ -553,8 +613,12 @@ def solve(model: PKModel, params: Mapping, compiled: Compiled, *,
         return (tn, a_new, r_new, epoch, nfail + failed), (out_c, out_auc)
 
     # time starts at the earliest event (padding sits at t0)
+    # a steady state that could not be computed (run-in not converged, ALAG + duration too
+    # long) counts as a failure
+    nfail0 = (jnp.sum(~jnp.all(jnp.isfinite(ss_vec), axis=1)) if ss_vec is not None
+              else jnp.array(0))
     init = (jnp.minimum(compiled.t0, ev["time"][0]).astype(dtype), jnp.zeros(na, dtype),
-            jnp.zeros(n, dtype), jnp.array(0), jnp.array(0))
+            jnp.zeros(n, dtype), jnp.array(0), nfail0.astype(int))
     (_, _, _, _, nfail), (cs, aucs) = jax.lax.scan(step, init, ev)
     idx = ev["oidx"]
     conc = jnp.full(nobs, jnp.nan, dtype).at[idx].set(cs, mode="drop")
