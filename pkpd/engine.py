@@ -120,9 +120,21 @@ class SolverConfig:
     atol: float = 1e-10
     max_steps: int = 4096
     solver: str = "tsit5"
+    adjoint: str = "reverse"
+    """``"reverse"`` (RecursiveCheckpointAdjoint: ``jax.grad``/``jax.vjp``) or ``"forward"``
+    (diffrax.ForwardMode: ``jax.jacfwd``/``jax.jvp``, the cheaper choice for per-subject
+    Jacobians with few parameters). Each mode supports only its own kind of differentiation."""
     ss_intervals: int = 60
     """Nonlinear models: SS=1 is reached by this many dosing intervals from zero (NONMEM
     integrates until convergence; a fixed count keeps the solve differentiable)."""
+
+    def make_adjoint(self):
+        mode = self.adjoint.lower()
+        if mode == "reverse":
+            return diffrax.RecursiveCheckpointAdjoint()
+        if mode == "forward":
+            return diffrax.ForwardMode()
+        raise ModelError(f"unknown adjoint {self.adjoint!r}. Fix: use 'reverse' or 'forward'")
 
     def make_solver(self):
         return {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
@@ -542,7 +554,7 @@ def _make_advance(model: PKModel, p, config: SolverConfig, with_auc: bool):
     def advance(t0, t1, a, r):
         sol = diffrax.diffeqsolve(
             term, solver, t0, t1, None, a, args=r, stepsize_controller=controller,
-            max_steps=config.max_steps, throw=False,
+            max_steps=config.max_steps, throw=False, adjoint=config.make_adjoint(),
             saveat=diffrax.SaveAt(t1=True),
         )
         failed = ~diffrax.is_successful(sol.result)
