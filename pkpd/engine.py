@@ -44,14 +44,11 @@ from .pk import PKModel
 
 __all__ = [
     "SubjectRecords", "Compiled", "SolverConfig", "compile_records", "stack", "solve",
-    "solve_population",
+    "solve_population", "ss_pending_needed",
 ]
 
 # Event types in the scan
 OBS, START, END, RESET, SET = 0, 1, 2, 3, 4
-# Number of implied past doses handled explicitly at an SS record (the rest is a geometric
-# series). SS is exact whenever ALAG + infusion duration <= (N_SS_PENDING + 1) * II.
-N_SS_PENDING = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +121,11 @@ class SolverConfig:
     """``"reverse"`` (RecursiveCheckpointAdjoint: ``jax.grad``/``jax.vjp``) or ``"forward"``
     (diffrax.ForwardMode: ``jax.jacfwd``/``jax.jvp``, the cheaper choice for per-subject
     Jacobians with few parameters). Each mode supports only its own kind of differentiation."""
+    ss_pending: int = 3
+    """Implied past doses handled one by one at an SS record (the rest is a geometric series).
+    SS is exact whenever ALAG + infusion duration <= (ss_pending + 1) * II; beyond that the
+    state is NaN and counted as a failure. :func:`pkpd.predict.predict` sizes it from the
+    parameters (:func:`ss_pending_needed`)."""
     ss_intervals: int = 60
     """Nonlinear models: SS=1 is reached by this many dosing intervals from zero (NONMEM
     integrates until convergence; a fixed count keeps the solve differentiable)."""
@@ -335,7 +337,8 @@ def _dose_inputs(model: PKModel, p, cd: Compiled):
     return cd.d_time + lag, dur, bolus, rate, fa, lag, rmod, is_inf
 
 
-def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag, rmod, is_inf):
+def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag, rmod, is_inf,
+              n_pending: int):
     """Steady-state state vectors and pending inputs for every dose record (masked by d_ss)."""
     n = model.n_cmt
     k = model.rate_matrix(p)
@@ -352,7 +355,7 @@ def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag
         a_t = jnp.where(isinf, psi_d, b * e_c)
         t_end = ln + d
         # tail of the train: doses k >= N+1 are fully delivered at the record time
-        first = (N_SS_PENDING + 1) * tau_s - t_end
+        first = (n_pending + 1) * tau_s - t_end
         e_first, _ = _propagator(k, jnp.zeros(n, dtype), jnp.maximum(first, 0.0))
         e_tau, _ = _propagator(k, jnp.zeros(n, dtype), tau_s)
         tail = e_first @ jnp.linalg.solve(jnp.eye(n, dtype=dtype) - e_tau, a_t)
@@ -375,7 +378,7 @@ def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag
             p_rate = jnp.where(isinf & (rem > 0), rt, 0.0)
             return x, start_rel, rem, p_bolus, p_rate
 
-        ks = jnp.arange(1, N_SS_PENDING + 1, dtype=dtype)
+        ks = jnp.arange(1, n_pending + 1, dtype=dtype)
         xs, start_rel, rem, p_bolus, p_rate = jax.vmap(past)(ks)
         state = tail + xs.sum(axis=0)
         state = jnp.where(ssinf, a_inf, state)
@@ -420,8 +423,26 @@ def _ss_runin(model: PKModel, p, cd: Compiled, lag, dur, bolus, rate, is_inf, ad
 
     state = jax.vmap(one)(cd.d_cmt[j], cd.d_ii[j], cd.d_time[j], lag[j], dur[j], bolus[j],
                           rate[j], is_inf[j])
-    z = jnp.zeros((j.shape[0], N_SS_PENDING))
+    z = jnp.zeros((j.shape[0], 1))
     return state, z, z, z, z
+
+
+def ss_pending_needed(model: PKModel, params: Mapping, compiled: Compiled) -> int:
+    """Smallest ``SolverConfig.ss_pending`` that makes every SS record of ``compiled`` (a
+    :func:`stack` result, ``params`` values per subject) exact: max ceil((ALAG + dur)/II) - 1."""
+    if not compiled.has_ss or not model.linear:
+        return 0
+    n = compiled.d_time.shape[0]
+    p = {k: jnp.broadcast_to(jnp.asarray(v, float), (n,)) for k, v in params.items()}
+
+    def one(pi, cd):
+        _, dur, _, _, _, lag, _, _ = _dose_inputs(model, pi, cd)
+        j = cd.s_idx
+        tau = jnp.where(cd.d_ii[j] > 0, cd.d_ii[j], 1.0)
+        need = jnp.ceil((lag[j] + dur[j]) / tau) - 1
+        return jnp.max(jnp.where(cd.s_valid, need, 0))
+
+    return int(np.nanmax(np.asarray(jax.vmap(one)(p, compiled))))
 
 
 def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
@@ -447,7 +468,7 @@ def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
     if cd.has_ss:
         if model.linear:
             state, start_rel, rem, p_bolus, p_rate = _ss_terms(
-                model, p, cd, arrive, dur, bolus, rate, fa, lag, rmod, is_inf)
+                model, p, cd, arrive, dur, bolus, rate, fa, lag, rmod, is_inf, config.ss_pending)
         else:
             state, start_rel, rem, p_bolus, p_rate = _ss_runin(
                 model, p, cd, lag, dur, bolus, rate, is_inf,
@@ -467,7 +488,7 @@ def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
         vidx.append(jnp.arange(ns))
         oidx.append(jnp.full(ns, nobs))
         # pending inputs of implied past doses (still arriving or infusing at the record)
-        npd = N_SS_PENDING
+        npd = start_rel.shape[1]
         st = jnp.repeat(cd.d_time[j], npd) + start_rel.reshape(-1)
         okr = jnp.repeat(ok, npd)
         pr = jnp.where(okr, p_rate.reshape(-1), 0.0)

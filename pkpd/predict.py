@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from .cards import Card
-from .engine import Compiled, SolverConfig, compile_records, solve_population, stack
+from .engine import (
+    Compiled,
+    SolverConfig,
+    compile_records,
+    solve_population,
+    ss_pending_needed,
+    stack,
+)
 from .errors import DataError, ModelError
 from .events import EventTable, expand_addl
 from .pk import PKModel
@@ -120,6 +128,7 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
     for k, v in overrides.items():
         pop[k] = np.full(len(ids), float(v))
     model.check_params(pop)
+    config = _sized(config, model, pop, prep.compiled)
     pred, nfail = solve_population(model, pop, prep.compiled, config=config)
     out = _assemble(prep, np.asarray(pred), "PRED")
     names = set(model.parameters) | set(model.dose_parameter_names()) | set(pop)
@@ -128,6 +137,7 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
         ip = dict(pop)
         ip.update(indiv)
         model.check_params(ip)
+        config = _sized(config, model, ip, prep.compiled)
         ipred, nfail2 = solve_population(model, ip, prep.compiled, config=config)
         out["IPRED"] = _assemble(prep, np.asarray(ipred), "IPRED")["IPRED"].to_numpy()
         nfail = nfail + nfail2
@@ -135,6 +145,15 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
     if failed:
         warnings.warn(f"{failed} ODE segment(s) failed; their predictions are NaN", stacklevel=2)
     return out
+
+
+def _sized(config, model, params, compiled) -> SolverConfig:
+    """Raise ``ss_pending`` when lags/infusions at SS records need it (ALAG + dur > 4 II)."""
+    config = config or SolverConfig()
+    need = ss_pending_needed(model, params, compiled)
+    if need > config.ss_pending:
+        config = dataclasses.replace(config, ss_pending=need)
+    return config
 
 
 def _assemble(prep: Prepared, values: np.ndarray, name: str) -> pd.DataFrame:

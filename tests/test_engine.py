@@ -73,3 +73,19 @@ def test_population_padding_is_inert():
     alone_a, _ = solve(m, p, one(a, m))
     pop, _ = jax.vmap(lambda c: solve(m, p, c))(both)
     np.testing.assert_allclose(np.asarray(pop)[0, :2], np.asarray(alone_a)[:2], rtol=1e-12)
+
+
+def test_forward_mode_on_ode_path_matches_reverse():
+    """jacfwd needs SolverConfig(adjoint="forward"); jacrev the default reverse adjoint."""
+    m = pkpd.NonlinearCompartment(2, "iv", time_varying=True)
+    df = records([[0, 1, 1500, 1, 1500 * 24, 0, 0, 0], [21, 1, 1500, 1, 1500 * 24, 0, 0, 0]]
+                 + [[t, 0, 0, 1, 0, 0, 0, 0] for t in (1.0, 20.9, 30.0)])
+    c = one(df, m)
+    p = dict(CL=0.298, V1=3.42, Q=0.452, V2=1.99, TMAX=-0.498, TC50=61.3)
+    fwd = jax.jacfwd(lambda q: solve(m, q, c, config=SolverConfig(adjoint="forward"))[0])(p)
+    rev = jax.jacrev(lambda q: solve(m, q, c)[0])(p)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(fwd[k]), np.asarray(rev[k]), rtol=1e-6,
+                                   atol=1e-9)
+    with pytest.raises(pkpd.ModelError, match="adjoint"):
+        SolverConfig(adjoint="sideways").make_adjoint()
