@@ -51,16 +51,14 @@ def prepare(table: EventTable, model: PKModel) -> Prepared:
     expanded = expand_addl(conv)
     df = expanded.df
     ids, subs, rows, times = [], [], [], []
-    time_back = table.time_unit
+    time_of_row = table.df.set_index("ROW")["TIME"]     # TIME in the table's own unit
     for sid, sdf in df.groupby("ID", sort=False):
         sdf = sdf.sort_values("SEQ", kind="stable")
-        recs = compile_records(sdf, model, time_col="ATIME", subject=sid)
+        subs.append(compile_records(sdf, model, time_col="ATIME", subject=sid))
         ids.append(sid)
-        subs.append(recs)
-        obs = sdf[sdf["EVID"].isin([0, 2])]
-        rows.append(obs["ROW"].to_numpy())
-        times.append(table.df.set_index("ROW").loc[obs["ROW"].to_numpy(), "TIME"].to_numpy()
-                     if time_back != model.time_unit else obs["TIME"].to_numpy())
+        obs_rows = sdf.loc[sdf["EVID"].isin([0, 2]), "ROW"].to_numpy()
+        rows.append(obs_rows)
+        times.append(time_of_row.loc[obs_rows].to_numpy())
     if not subs:
         raise DataError("the dataset has no subjects", fix="check the file")
     return Prepared(compiled=stack(subs), ids=ids, obs_rows=rows, obs_time=times, table=table)
