@@ -96,3 +96,12 @@ def test_profile_population_shapes_and_typical_row():
         ref = anlotinib_closed_form(t * 24, cl=pars["CL"][i], v=pars["V"][i], ka=pars["KA"][i],
                                     days=42)
         np.testing.assert_allclose(pop[i], ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("gfr", [45.0, 100.0])
+def test_carboplatin_cycle_auc_equals_calvert_target(gfr):
+    # Calvert: dose = AUC x (GFR + 25) and CL = GFR + 25 mL/min, so the model AUC over a cycle
+    # (washout complete in 21 days) is the target: 5 mg*min/mL = 5000/60 ug*h/mL.
+    res = cycle_exposure(pkpd.load_card("carboplatin"), parse_regimen(
+        "AUC 5 IV 60 min D1 Q21D x2"), 42, covariates={"GFR": gfr})
+    assert res.auc == pytest.approx([5000 / 60] * 2, rel=1e-9)
