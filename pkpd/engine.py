@@ -66,7 +66,6 @@ class SubjectRecords:
     d_ss: np.ndarray        # 0/1/2 (3 is treated as 1)
     d_epoch: np.ndarray     # epoch of the dose
     d_key: np.ndarray       # processing-order index of the record
-    d_lagkey: np.ndarray    # tie key used when the dose is lagged or implied (before records)
     # resets (EVID 3/4 and SS=1)
     r_time: np.ndarray
     r_epoch: np.ndarray
@@ -94,7 +93,6 @@ class Compiled(eqx.Module):
     d_ssinf: jax.Array
     d_epoch: jax.Array
     d_key: jax.Array
-    d_lagkey: jax.Array
     i_idx: jax.Array        # indices of the doses that are infusions (they need an END event)
     i_valid: jax.Array
     s_idx: jax.Array        # indices of the steady-state dose records (SS=1/2)
@@ -207,9 +205,6 @@ def compile_records(
         epoch[i] = e
         src_epoch[rows[i]] = e
     key = np.arange(n)
-    # tie key for implied (ADDL) doses and lagged arrivals: before any explicit record at the
-    # same time (NONMEM gives implied doses before the record, CONVENTIONS 1.3)
-    lagkey = np.full(n, -1)
 
     reset_rows = np.flatnonzero(
         (evid == 3) | (evid == 4) | (((evid == 1) | (evid == 4)) & (ss == 1) & (src == 0))
@@ -220,7 +215,7 @@ def compile_records(
         id=subject,
         d_time=time[d], d_amt=amt[d], d_cmt=(cmt[d] - 1).astype(int), d_rate=rate[d],
         d_dur=dur[d], d_ii=ii[d], d_ss=np.where(src[d] > 0, 0, ss[d]), d_epoch=epoch[d],
-        d_key=key[d], d_lagkey=lagkey[d],
+        d_key=key[d],
         r_time=time[reset_rows], r_epoch=epoch[reset_rows], r_key=key[reset_rows],
         o_time=time[obs_rows], o_key=key[obs_rows],
         t0=float(np.min(time)) if n else 0.0,
@@ -273,7 +268,6 @@ def stack(subjects: Sequence[SubjectRecords], *, n_dose=None, n_reset=None, n_ob
         cols["d_ssinf"].append(pad(ssinf, nd, False, bool))
         cols["d_epoch"].append(pad(s.d_epoch, nd, -1, int))
         cols["d_key"].append(pad(s.d_key, nd, -1, int))
-        cols["d_lagkey"].append(pad(s.d_lagkey, nd, -1, int))
         cols["r_time"].append(pad(s.r_time, nr, s.t0))
         cols["r_epoch"].append(pad(s.r_epoch, nr, -1, int))
         cols["r_key"].append(pad(s.r_key, nr, -1, int))
@@ -337,14 +331,14 @@ def _dose_inputs(model: PKModel, p, cd: Compiled):
     return cd.d_time + lag, dur, bolus, rate, fa, lag, rmod, is_inf
 
 
-def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag, rmod, is_inf,
+def _ss_terms(model: PKModel, p, cd: Compiled, dur, bolus, rate, lag, rmod, is_inf,
               n_pending: int):
     """Steady-state state vectors and pending inputs for every dose record (masked by d_ss)."""
     n = model.n_cmt
     k = model.rate_matrix(p)
     dtype = k.dtype
 
-    def one(c, tau, ln, d, b, rt, fa_, isinf, rate_col, rmod_c, ssinf):
+    def one(c, tau, ln, d, b, rt, isinf, rate_col, rmod_c, ssinf):
         e_c = _unit(n, c, dtype)
         tau_s = jnp.where(tau > 0, tau, 1.0)
         # constant-infusion SS: A = -K^-1 r
@@ -388,7 +382,7 @@ def _ss_terms(model: PKModel, p, cd: Compiled, arrive, dur, bolus, rate, fa, lag
         return state, start_rel, rem, p_bolus, p_rate
 
     j = cd.s_idx
-    return jax.vmap(one)(cd.d_cmt[j], cd.d_ii[j], lag[j], dur[j], bolus[j], rate[j], fa[j],
+    return jax.vmap(one)(cd.d_cmt[j], cd.d_ii[j], lag[j], dur[j], bolus[j], rate[j],
                          is_inf[j], cd.d_rate[j], rmod[j], cd.d_ssinf[j])
 
 
@@ -451,7 +445,9 @@ def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
     nd = cd.d_time.shape[0]
     nobs = cd.o_time.shape[0]
     lagged = (lag > 0) | (cd.d_key < 0)
-    start_key = jnp.where(lagged, 3 * cd.d_lagkey + 2, 3 * cd.d_key + 2)
+    # lagged arrivals sort before any explicit record at the same time, like implied doses
+    # (NONMEM gives implied doses before the record, CONVENTIONS 1.3)
+    start_key = jnp.where(lagged, -1, 3 * cd.d_key + 2)
     # dose starts, and ends for the doses that are infusions
     j = cd.i_idx
     ni = j.shape[0]
@@ -468,7 +464,7 @@ def _timeline(model: PKModel, p, cd: Compiled, config: SolverConfig):
     if cd.has_ss:
         if model.linear:
             state, start_rel, rem, p_bolus, p_rate = _ss_terms(
-                model, p, cd, arrive, dur, bolus, rate, fa, lag, rmod, is_inf, config.ss_pending)
+                model, p, cd, dur, bolus, rate, lag, rmod, is_inf, config.ss_pending)
         else:
             state, start_rel, rem, p_bolus, p_rate = _ss_runin(
                 model, p, cd, lag, dur, bolus, rate, is_inf,

@@ -71,7 +71,7 @@ def dose_records(card: Card, doses) -> pd.DataFrame:
 
 def _records(dose_df: pd.DataFrame, obs_times: np.ndarray) -> pd.DataFrame:
     """Merge doses and observations: an observation at a dose time comes BEFORE the dose
-    (trough semantics), except at dose times listed as peak candidates (added separately)."""
+    (trough semantics); post-dose peaks are sampled just after the dose by the caller."""
     obs = pd.DataFrame(dict(ATIME=obs_times, EVID=0, AMT=0.0, CMT=1, RATE=0.0, DUR=0.0,
                             II=0.0, SS=0))
     obs["_o"] = 0

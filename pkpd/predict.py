@@ -72,17 +72,17 @@ def _subject_values(table: EventTable, names, ids) -> dict[str, np.ndarray] | No
         return None
     out = {}
     for c in cols:
-        vals = []
+        vals = pd.to_numeric(df[c], errors="coerce")
+        first = vals.groupby(df["ID"], sort=False).first()     # first non-missing
+        varies = vals.groupby(df["ID"], sort=False).nunique() > 1
         for sid in ids:
-            s = pd.to_numeric(df.loc[df["ID"] == sid, c], errors="coerce").dropna()
-            if s.empty:
+            if sid not in first.index or pd.isna(first[sid]):
                 raise DataError(f"column {c} has no value for this subject", subject=sid,
                                 column=c, fix=f"fill {c} on at least one record per subject")
-            if s.nunique() > 1:
+            if varies[sid]:
                 warnings.warn(f"ID {sid}: column {c} varies within the subject; pkpd uses the "
-                              f"first value ({s.iloc[0]}) as a baseline value", stacklevel=3)
-            vals.append(float(s.iloc[0]))
-        out[c] = np.asarray(vals)
+                              f"first value ({first[sid]}) as a baseline value", stacklevel=3)
+        out[c] = first.loc[ids].to_numpy(dtype=float)
     return out
 
 
