@@ -81,7 +81,30 @@ class Card:
     def source(self) -> str:
         return self.raw["card"].get("source", "")
 
+    @property
+    def kind(self) -> str:
+        """``"pk"`` (a compartmental PK model) or ``"tumor"`` (a tumour-dynamics model)."""
+        return str(self.raw["card"].get("kind", "pk")).lower()
+
+    @property
+    def size_unit(self) -> str:
+        """Tumour size unit of a tumour card (``mm``)."""
+        return str(self.structure.get("size_unit", "mm"))
+
+    @property
+    def drivers(self) -> dict[str, dict]:
+        """Tumour cards: exposure drivers, ``{drug: {card, signal, ...}}``."""
+        return {k: dict(v) for k, v in self.raw.get("drivers", {}).items()}
+
+    def priors(self) -> dict[str, dict]:
+        """Prior of each parameter as written in the card (``{}`` when a parameter has none)."""
+        return {k: dict(v.get("prior", {})) for k, v in self.raw["parameters"].items()}
+
     def model(self) -> PKModel:
+        if self.kind == "tumor":
+            raise ModelError(
+                f"card {self.name} is a tumour-dynamics card, not a PK model. Fix: use "
+                "pkpd.simulate.simulate(card, ...) or `pkpd simulate --model " + self.name + "`")
         s = self.structure
         if normalize_amount_unit(s.get("amount_unit", "mg")) != "mg":
             raise ModelError(f"card {self.name}: amount_unit must be mg (volumes in L)")
@@ -179,9 +202,15 @@ class Card:
 
     def summary(self) -> str:
         lines = [f"{self.name}: {self.raw['card'].get('description', '')}",
-                 f"  source: {self.source}", f"  model: {self.model()!r}",
-                 f"  units: time {self.time_unit}, amount {self.amount_unit}, "
-                 f"concentration {self.conc_unit}"]
+                 f"  source: {self.source}"]
+        if self.kind == "tumor":
+            lines += [f"  model: {self.structure['model']} (tumour; drivers: "
+                      f"{', '.join(self.drivers)})",
+                      f"  units: time {self.time_unit}, size {self.size_unit}"]
+        else:
+            lines += [f"  model: {self.model()!r}",
+                      f"  units: time {self.time_unit}, amount {self.amount_unit}, "
+                      f"concentration {self.conc_unit}"]
         for p in self.parameter_table():
             lines.append(f"  {p['name']:6s} = {p['value']:<10g} {p.get('unit', '')}")
         return "\n".join(lines)
@@ -192,11 +221,21 @@ def _validate(raw: dict, where: str) -> None:
         if sec not in raw:
             raise ModelError(f"{where}: missing [{sec}] table. Fix: see models/anlotinib.toml")
     s = raw["structure"]
-    for key in ("model", "time_unit", "conc_unit"):
+    kind = str(raw["card"].get("kind", "pk")).lower()
+    if kind not in ("pk", "tumor"):
+        raise ModelError(f"{where}: [card] kind {kind!r}. Fix: use 'pk' or 'tumor'")
+    needed = ("model", "time_unit", "conc_unit") if kind == "pk" else ("model", "time_unit",
+                                                                        "size_unit")
+    for key in needed:
         if key not in s:
             raise ModelError(f"{where}: [structure] needs '{key}'")
     normalize_time_unit(s["time_unit"])
-    normalize_conc_unit(s["conc_unit"])
+    if kind == "pk":
+        normalize_conc_unit(s["conc_unit"])
+    else:
+        from .combination import check_card
+
+        check_card(raw, where)
     for name, p in raw["parameters"].items():
         for key in ("value", "unit", "source"):
             if key not in p:
@@ -231,5 +270,6 @@ def load_card(name_or_path: str | os.PathLike) -> Card:
     _validate(raw, str(p))
     card = Card(name=raw["card"].get("name", p.stem), path=p, raw=raw,
                 sha256=hashlib.sha256(data).hexdigest())
-    card.model()  # structure must build
+    if card.kind == "pk":
+        card.model()  # structure must build
     return card

@@ -2,6 +2,8 @@
 
     pkpd exposure DRUG --regimen "TEXT" --days N [--cov NAME=VALUE ...] [--json]
     pkpd predict --model CARD --data EVENTS.csv [--param NAME=VALUE ...] --out PRED.csv
+    pkpd simulate --model CARD --regimen "DRUG: TEXT" [--regimen ...] --n N --days D --seed S
+                  --out FILE(.csv|.nc) [--times T,T,...] [--param NAME=VALUE] [--residual]
     pkpd cards [NAME]
     pkpd demo [--out DIR]
 
@@ -68,6 +70,34 @@ def _cmd_predict(a) -> int:
     return 0
 
 
+def _cmd_simulate(a) -> int:
+    import numpy as np
+
+    from .simulate import simulate
+
+    times = None
+    if a.times:
+        try:
+            times = np.array([float(x) for x in a.times.split(",") if x.strip()])
+        except ValueError:
+            raise PkpdError(f"--times {a.times!r} is not a comma-separated list of days. "
+                            "Fix: e.g. --times 0,42,84,126") from None
+    sim = simulate(a.model, a.regimen, a.days, n=a.n, seed=a.seed, times=times,
+                   covariates=_pairs(a.cov, "--cov") or None,
+                   params=_pairs(a.param, "--param") or None, residual=a.residual,
+                   progress=not a.quiet)
+    paths = sim.write(a.out)
+    pat = sim.patients
+    n = len(pat)
+    med = pat[["depth_pct", "time_to_nadir_day", "resistance_onset_day",
+               "progression_day"]].median()
+    print(f"{a.model}: {n} patient(s), {a.days:g} days; median depth {med['depth_pct']:.1f}%, "
+          f"time to nadir {med['time_to_nadir_day']:.0f} d, resistance onset "
+          f"{med['resistance_onset_day']:.0f} d, model progression {med['progression_day']:.0f} d")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _cmd_cards(a) -> int:
     from .cards import list_cards, load_card
 
@@ -76,7 +106,7 @@ def _cmd_cards(a) -> int:
     else:
         for n in list_cards():
             c = load_card(n)
-            print(f"{n:28s} {c.raw['card'].get('description', '')[:70]}")
+            print(f"{n:24s} {c.kind:6s} {c.raw['card'].get('description', '')[:64]}")
     return 0
 
 
@@ -112,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--time-unit", default="h", help="unit of TIME/II (default h)")
     q.add_argument("--amt-unit", default="mg", help="unit of AMT (default mg)")
     q.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("simulate", help="tumour-size trajectories of virtual patients")
+    s.add_argument("--model", required=True, help="tumour card (e.g. sclc_triplet_tgi)")
+    s.add_argument("--regimen", action="append", required=True, metavar='"DRUG: TEXT"',
+                   help='one per drug, e.g. "anlotinib: 12 mg PO QD D1-14 Q21D"')
+    s.add_argument("--n", type=int, default=None,
+                   help="virtual patients with IIV (default: one typical patient)")
+    s.add_argument("--days", type=float, default=730.0, help="horizon in days (default 730)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--times", help="output days, comma-separated (default weekly)")
+    s.add_argument("--cov", action="append", metavar="NAME=VALUE",
+                   help="covariates for dosing and PK (BSA, GFR, WT, ...)")
+    s.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="override a tumour parameter's typical value (e.g. PSI=0)")
+    s.add_argument("--residual", action="store_true", help="add residual error (DV column)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--out", required=True,
+                   help="FILE.csv (+ FILE_patients.csv, FILE_meta.json) or FILE.nc")
+    s.set_defaults(func=_cmd_simulate)
 
     c = sub.add_parser("cards", help="list model cards, or show one")
     c.add_argument("name", nargs="?")

@@ -1,0 +1,319 @@
+"""Tumour-size simulation of one patient or a virtual population from a tumour card and a protocol.
+
+>>> from pkpd.simulate import simulate
+>>> sim = simulate("sclc_triplet_tgi", ["durvalumab: 1500 mg IV 60 min Q3W x4 then 1500 mg IV "
+...                "60 min Q4W", "etoposide: 100 mg/m2 IV 60 min D1-3 Q21D x4",
+...                "carboplatin: AUC 5 IV 60 min D1 Q21D x4"], days=365, n=1000, seed=1)
+>>> sim.patients[["time_to_nadir_day", "depth_pct", "resistance_onset_day"]].median()
+
+Every drug of the protocol must be a driver of the card (``[drivers.DRUG]``); drugs of the card
+that the protocol does not give have zero exposure. Each driver's PK card supplies the
+individual PK parameters (IIV drawn from that card), the tumour card the tumour parameters. PK
+runs exactly on the driver grid (:mod:`pkpd.drivers`) and the tumour model in closed form
+(:mod:`pkpd.combination`); patients are processed in chunks (jit + vmap) with a progress bar.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import combination as cm
+from .cards import Card, load_card
+from .drivers import dose_inputs, grid_means
+from .errors import ModelError, RegimenError
+from .io import atomic_write_bytes, atomic_write_csv
+from .regimen import Protocol, Regimen, parse_regimen
+
+__all__ = ["simulate", "Simulation", "as_protocol", "patient_drivers"]
+
+DERIVED = ("baseline_mm", "nadir_mm", "time_to_nadir_day", "depth_pct", "resistance_onset_day",
+           "progression_day")
+
+
+def as_protocol(protocol) -> Protocol:
+    """A :class:`Protocol` from a Protocol, ``{drug: Regimen | text}``, a list of
+    ``"drug: regimen"`` texts, or one such text."""
+    if isinstance(protocol, Protocol):
+        return protocol
+    if isinstance(protocol, str):
+        protocol = [protocol]
+    if isinstance(protocol, Mapping):
+        regs = {}
+        for drug, r in protocol.items():
+            regs[drug] = parse_regimen(r) if isinstance(r, str) else r
+        return Protocol(regs)
+    if isinstance(protocol, Sequence):
+        regs = {}
+        for i, r in enumerate(protocol):
+            reg = parse_regimen(r) if isinstance(r, str) else r
+            if not isinstance(reg, Regimen) or not reg.drug:
+                raise RegimenError(
+                    f"regimen {i + 1} ({r!r}) names no drug. Fix: prefix it with the drug, e.g. "
+                    "'anlotinib: 12 mg PO QD D1-14 Q21D'")
+            if reg.drug in regs:
+                raise RegimenError(f"drug {reg.drug} has two regimens (number {i + 1}). Fix: "
+                                   "give each drug once; use 'then' for sequential phases")
+            regs[reg.drug] = reg
+        return Protocol(regs)
+    raise RegimenError(f"cannot read a protocol from {type(protocol).__name__}. Fix: pass "
+                       "'drug: regimen' texts, a dict drug -> regimen, or a Protocol")
+
+
+@dataclass(frozen=True)
+class _Driver:
+    drug: str
+    card: Card
+    signal: str
+    scale: float
+
+
+def _drivers_of(card: Card, protocol: Protocol) -> list[_Driver]:
+    known = card.drivers
+    unknown = [d for d in protocol if d not in known]
+    if unknown:
+        raise ModelError(
+            f"the protocol gives {unknown}, which card {card.name} has no driver for. Fix: use "
+            f"the card's drugs {sorted(known)} or add [drivers.{unknown[0]}] to the card")
+    out = []
+    for drug, d in known.items():
+        if drug not in protocol:
+            continue
+        scale = 1.0 / float(d["reference_mean"]) if d["signal"] == "chemo" else 1.0
+        out.append(_Driver(drug, load_card(d["card"]), d["signal"], scale))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_fn(structure, n_steps, step_day, n_times):
+    """Jitted ``(pk_params_per_driver, amounts, tumour_params, times) -> (sld, derived)``."""
+    def one(pk_params, amounts, tp, times):
+        signals = {s: jnp.zeros(n_steps) for s in cm.DRIVERS}
+        for (_drug, model, types, active, signal, scale), p, u in zip(structure, pk_params,
+                                                                       amounts):
+            shell = _Shell(step_day, n_steps, types)
+            mean, _ = grid_means(model, p, shell, u, active)
+            signals[signal] = signals[signal] + mean * scale
+        return cm.sld(tp, signals, times, step_day), cm.derived(tp, signals, step_day)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None)))
+
+
+@dataclass(frozen=True)
+class _Shell:
+    step_day: float
+    n_steps: int
+    types: tuple
+
+
+def patient_drivers(card: Card | str, protocol, days: float, *, pk_params=None,
+                    covariates: Mapping[str, float] | None = None,
+                    step_day: float | None = None) -> dict[str, np.ndarray]:
+    """Driver signals ``{"anlotinib", "durvalumab", "chemo"}``, each ``(n_patients, n_steps)``,
+    for given (default: typical) PK parameters ``{drug: {name: array}}``. These are the data a
+    tumour fit conditions on when PK is fixed (sequential PK/PD)."""
+    card = load_card(card) if isinstance(card, str) else card
+    protocol = as_protocol(protocol)
+    step = float(step_day or card.structure.get("grid_step_day", 1.0))
+    n_steps = int(np.ceil(days / step))
+    drivers = _drivers_of(card, protocol)
+    out = None
+    for d in drivers:
+        inputs = dose_inputs(d.card, protocol[d.drug].doses(covariates, n_steps * step), n_steps,
+                             step)
+        p = (pk_params or {}).get(d.drug)
+        if p is None:
+            p = {k: np.array([v]) for k, v in d.card.typical_params(covariates).items()}
+        p = {k: jnp.atleast_1d(jnp.asarray(v, float)) for k, v in p.items()}
+        model = d.card.model()
+        mean = jax.vmap(lambda q, model=model, inputs=inputs: grid_means(model, q, inputs)[0])(p)
+        if out is None:
+            out = {s: np.zeros((mean.shape[0], n_steps)) for s in cm.DRIVERS}
+        out[d.signal] = out[d.signal] + np.asarray(mean) * d.scale
+    if out is None:
+        out = {s: np.zeros((1, n_steps)) for s in cm.DRIVERS}
+    return out
+
+
+@dataclass
+class Simulation:
+    """Result of :func:`simulate`.
+
+    ``trajectories``: one row per patient and time, columns ``ID, TIME`` (day), ``IPRED`` (SLD,
+    mm) and, with residual error, ``DV``. ``patients``: one row per patient with the individual
+    parameters and the derived quantities ``baseline_mm, nadir_mm, time_to_nadir_day,
+    depth_pct, resistance_onset_day, progression_day`` (NaN = not reached within the horizon).
+    """
+
+    trajectories: pd.DataFrame
+    patients: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims ``(id, time)`` and per-patient variables on ``id``."""
+        import xarray as xr
+
+        tr = self.trajectories.set_index(["ID", "TIME"])
+        ds = xr.Dataset.from_dataframe(tr).rename({"ID": "id", "TIME": "time"})
+        pat = self.patients.set_index("ID")
+        for col in pat.columns:
+            ds[col] = ("id", pat[col].to_numpy())
+        ds["time"].attrs["units"] = "day"
+        for v in ("IPRED", "DV", "baseline_mm", "nadir_mm"):
+            if v in ds:
+                ds[v].attrs["units"] = "mm"
+        ds.attrs.update({k: json.dumps(v) if not isinstance(v, str) else v
+                         for k, v in self.meta.items()})
+        return ds
+
+    def write(self, path: str | Path) -> list[Path]:
+        """Write atomically: ``.csv`` gives ``PATH`` (trajectories) and ``PATH_patients.csv``;
+        ``.nc`` gives one netCDF file. Returns the paths written."""
+        path = Path(path)
+        if path.suffix == ".nc":
+            atomic_write_bytes(path, self.to_xarray().to_netcdf())
+            return [path]
+        if path.suffix != ".csv":
+            raise ModelError(f"output {path}: unknown format. Fix: end the name in .csv or .nc")
+        side = path.with_name(path.stem + "_patients.csv")
+        atomic_write_csv(self.trajectories, path)
+        atomic_write_csv(self.patients, side)
+        meta = path.with_name(path.stem + "_meta.json")
+        atomic_write_bytes(meta, json.dumps(self.meta, indent=2).encode())
+        return [path, side, meta]
+
+
+def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None = None,
+             seed: int = 0, times=None, covariates: Mapping[str, float] | None = None,
+             params: Mapping[str, float] | None = None, residual: bool = False,
+             chunk: int = 10_000, progress: bool = True,
+             step_day: float | None = None) -> Simulation:
+    """Simulate tumour size under ``protocol`` for ``days`` days.
+
+    Parameters
+    ----------
+    card : tumour card (name or :class:`Card`), e.g. ``"sclc_triplet_tgi"``.
+    protocol : a :class:`~pkpd.regimen.Protocol`, ``{drug: regimen}``, or ``"drug: regimen"``
+        texts (see :func:`as_protocol`).
+    n : number of virtual patients with IIV (PK and tumour) drawn from the cards; ``None`` gives
+        one typical patient without IIV.
+    times : output times in days (default: weekly from 0 to ``days``).
+    params : overrides of the tumour card's typical values (e.g. ``{"PSI": 0.0}``).
+    residual : add the card's residual error as a ``DV`` column (clipped at 0 mm).
+    chunk : patients per compiled batch.
+    """
+    card = load_card(card) if isinstance(card, str) else card
+    if card.kind != "tumor":
+        raise ModelError(f"card {card.name} is a {card.kind} card. Fix: use a tumour card such "
+                         "as sclc_triplet_tgi (pkpd cards lists them)")
+    if not (np.isfinite(days) and days > 0):
+        raise ModelError(f"days = {days!r} must be > 0. Fix: e.g. days=730")
+    if n is not None and (int(n) != n or n < 1):
+        raise ModelError(f"n = {n!r} must be a positive integer (or None for the typical "
+                         "patient)")
+    protocol = as_protocol(protocol)
+    step = float(step_day or card.structure.get("grid_step_day", 1.0))
+    n_steps = int(np.ceil(days / step))
+    times = np.arange(0.0, days + 1e-9, 7.0) if times is None else np.asarray(times, float)
+    if times.ndim != 1 or np.any(np.diff(times) < 0) or np.any(times > n_steps * step):
+        raise ModelError(f"times must be increasing and within 0..{n_steps * step:g} days. "
+                         "Fix: sort them or raise days")
+    rng = np.random.default_rng(seed)
+    drivers = _drivers_of(card, protocol)
+    n_pat = 1 if n is None else int(n)
+
+    # tumour parameters
+    typ = card.typical_params()
+    unknown = [k for k in (params or {}) if k not in typ]
+    if unknown:
+        raise ModelError(f"unknown tumour parameter(s) {unknown}. Fix: use {list(typ)}")
+    typ.update({k: float(v) for k, v in (params or {}).items()})
+    if n is None:
+        tp = {k: np.array([v]) for k, v in typ.items()}
+    else:
+        names = card.iiv_names
+        etas = rng.multivariate_normal(np.zeros(len(names)), card.omega(), size=n_pat)
+        tp = card.apply_eta({k: np.full(n_pat, v) for k, v in typ.items()},
+                            {nm: etas[:, i] for i, nm in enumerate(names)})
+    cm.check_params(tp, f"card {card.name}")
+
+    # PK parameters and dose inputs per driver
+    structure, pk_params, amounts, inputs_meta = [], [], [], {}
+    for d in drivers:
+        doses = protocol[d.drug].doses(covariates, n_steps * step)
+        inputs = dose_inputs(d.card, doses, n_steps, step)
+        model = d.card.model()
+        if n is None:
+            p = {k: np.array([v]) for k, v in d.card.typical_params(covariates).items()}
+        else:
+            p = d.card.sample_params(n_pat, rng, covariates)
+        structure.append((d.drug, model, inputs.types, inputs.active, d.signal, d.scale))
+        pk_params.append(p)
+        amounts.append(jnp.asarray(inputs.amount))
+        inputs_meta[d.drug] = dict(card=d.card.name, card_sha256=d.card.sha256,
+                                   n_doses=int(len(doses.time_day)),
+                                   regimen=protocol[d.drug].to_text())
+    fn = _chunk_fn(tuple(structure), n_steps, step, len(times))
+
+    size = min(chunk, n_pat)
+    sld_out = np.empty((n_pat, len(times)))
+    der_out = {k: np.empty(n_pat) for k in DERIVED}
+    bar = None
+    if progress and n_pat > size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_pat, desc="simulate", unit="patient")
+    for start in range(0, n_pat, size):
+        stop = min(start + size, n_pat)
+        idx = np.minimum(np.arange(start, start + size), n_pat - 1)  # pad the last chunk
+        pk_chunk = tuple({k: jnp.asarray(v[idx]) for k, v in p.items()} for p in pk_params)
+        tp_chunk = {k: jnp.asarray(v[idx]) for k, v in tp.items()}
+        y, der = fn(pk_chunk, tuple(amounts), tp_chunk, jnp.asarray(times))
+        sld_out[start:stop] = np.asarray(y)[: stop - start]
+        for k in DERIVED:
+            der_out[k][start:stop] = np.asarray(der[k])[: stop - start]
+        if bar is not None:
+            bar.update(stop - start)
+    if bar is not None:
+        bar.close()
+
+    ids = np.arange(1, n_pat + 1)
+    traj = pd.DataFrame({"ID": np.repeat(ids, len(times)), "TIME": np.tile(times, n_pat),
+                         "IPRED": sld_out.ravel()})
+    if residual:
+        res = card.residual
+        sd = np.sqrt(float(res.get("add_sd", 0.0)) ** 2
+                     + (float(res.get("prop_sd", 0.0)) * traj["IPRED"].to_numpy()) ** 2)
+        traj["DV"] = np.maximum(traj["IPRED"].to_numpy() + sd * rng.standard_normal(len(traj)),
+                                0.0)
+    pat = pd.DataFrame({"ID": ids})
+    for k in typ:
+        pat[k] = tp[k]
+    for drug_i, d in enumerate(drivers):
+        for k, v in pk_params[drug_i].items():
+            if n is not None and k in d.card.iiv_names:
+                pat[f"{d.drug}.{k}"] = v
+    for k in DERIVED:
+        pat[k] = der_out[k]
+    meta = dict(card=card.name, card_sha256=card.sha256, days=float(days), step_day=step,
+                n=n_pat, typical=n is None, seed=int(seed), residual=bool(residual),
+                covariates=dict(covariates or {}), params=dict(params or {}), drivers=inputs_meta,
+                pkpd_version=_version())
+    return Simulation(trajectories=traj, patients=pat, meta=meta)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pkpd")
+    except PackageNotFoundError:
+        return "unknown"
