@@ -3,8 +3,9 @@
 Durvalumab 1500 mg IV q3w with 4 cycles of etoposide + carboplatin, then 1500 mg q4w, plus
 anlotinib 12 mg QD on days 1-14 of 21-day cycles, all on one cycle clock. For a reference patient
 it writes per-cycle typical exposure (Cmax, Ctrough, AUC) per drug, 5-95% IIV bands from the
-cards' IIV, a figure and a Markdown report. Later issues extend this job with the virtual trial
-and the fit.
+cards' IIV, and tumour-size trajectories of virtual patients on the triplet and on durvalumab + EP
+(card ``sclc_triplet_tgi``), with figures and a Markdown report. Later issues extend this job with
+the virtual trial (RECIST endpoints) and the fit.
 """
 
 from __future__ import annotations
@@ -58,14 +59,97 @@ def run_demo(out: Path, *, n_patients: int = 500, seed: int = 20261123) -> dict:
         bands[drug] = dict(unit=card.conc_unit, typical=typ, q05=q[0], q50=q[1], q95=q[2],
                            n=int(conc.shape[0]))
     _plot(out / "exposure.png", times, bands)
+    print(f"[tumour] {n_patients} virtual patients per arm, 730 days", flush=True)
+    tumour = _tumour(out, protocol, n_patients, seed)
     elapsed = time.time() - t_start
     meta = {"patient": PATIENT, "horizon_days": HORIZON_DAYS, "n_patients": n_patients,
             "seed": seed, "elapsed_s": round(elapsed, 1)}
     atomic_write_text(out / "exposure.json", json.dumps({"meta": meta, "drugs": summary},
                                                         indent=1))
-    atomic_write_text(out / "report.md", _report(summary, meta))
-    print(f"wrote {out}/report.md, exposure.png, exposure.json ({elapsed:.0f} s)")
+    atomic_write_text(out / "tumour.json", json.dumps(tumour, indent=1))
+    atomic_write_text(out / "report.md", _report(summary, meta) + _tumour_report(tumour))
+    print(f"wrote {out}/report.md, exposure.png, tumour.png, exposure.json, tumour.json "
+          f"({elapsed:.0f} s)")
     return summary
+
+
+def _tumour(out: Path, protocol, n: int, seed: int) -> dict:
+    from .simulate import simulate
+
+    arms = {"durvalumab + EP": {d: r for d, r in protocol.items() if d != "anlotinib"},
+            "durvalumab + anlotinib + EP": dict(protocol.items())}
+    res = {}
+    bands = {}
+    for arm, prot in arms.items():
+        sim = simulate("sclc_triplet_tgi", prot, 730, n=n, seed=seed, covariates=PATIENT,
+                       progress=False)
+        typ = simulate("sclc_triplet_tgi", prot, 730, covariates=PATIENT, progress=False)
+        pat = sim.patients
+        wide = sim.trajectories.pivot(index="ID", columns="TIME", values="IPRED")
+        pct = 100 * (wide.to_numpy() / wide.to_numpy()[:, :1] - 1)
+        bands[arm] = dict(t=wide.columns.to_numpy(), q=np.percentile(pct, [5, 25, 50, 75, 95],
+                                                                      axis=0))
+        t0 = typ.patients.iloc[0]
+        res[arm] = {
+            "regimens": {d: r.to_text() for d, r in prot.items()},
+            "typical": {k: float(t0[k]) for k in ("depth_pct", "time_to_nadir_day",
+                                                  "resistance_onset_day", "progression_day")},
+            "n": int(n),
+            "median_depth_pct": float(pat["depth_pct"].median()),
+            "share_shrink_30pct": float((pat["depth_pct"] <= -30).mean()),
+            "median_resistance_onset_day": float(pat["resistance_onset_day"].median()),
+            "median_progression_day": float(pat["progression_day"].median()),
+            "share_progressed_730d": float(pat["progression_day"].notna().mean()),
+        }
+    _plot_tumour(out / "tumour.png", bands)
+    return res
+
+
+def _plot_tumour(path: Path, bands) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for (arm, b), col in zip(bands.items(), ("tab:blue", "tab:red")):
+        t, q = b["t"], b["q"]
+        ax.fill_between(t, q[0], q[4], color=col, alpha=0.12, lw=0)
+        ax.fill_between(t, q[1], q[3], color=col, alpha=0.25, lw=0)
+        ax.plot(t, q[2], color=col, label=f"{arm}: median, 25-75%, 5-95%")
+    ax.axhline(-30, color="grey", ls=":", lw=0.8)
+    ax.axhline(20, color="grey", ls=":", lw=0.8)
+    ax.set_ylim(-100, 150)
+    ax.set_xlabel("time since first dose (days)")
+    ax.set_ylabel("SLD change from baseline (%)")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _tumour_report(tumour: dict) -> str:
+    lines = ["## Tumour dynamics (card `sclc_triplet_tgi`, virtual patients with IIV)", "",
+             "![tumour](tumour.png)", "",
+             "| arm | typical depth % | typical nadir day | typical resistance onset day | "
+             "typical model PD day | median depth % | ≥30% shrinkage | median onset day | "
+             "median model PD day |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm, r in tumour.items():
+        t = r["typical"]
+        lines.append(
+            f"| {arm} | {t['depth_pct']:.0f} | {t['time_to_nadir_day']:.0f} | "
+            f"{t['resistance_onset_day']:.0f} | {t['progression_day']:.0f} | "
+            f"{r['median_depth_pct']:.0f} | {100 * r['share_shrink_30pct']:.0f}% | "
+            f"{r['median_resistance_onset_day']:.0f} | {r['median_progression_day']:.0f} |")
+    lines += ["", "Model PD = first day the true SLD is ≥20% and ≥5 mm above its running minimum "
+              "(no scans); scan-based RECIST ORR/PFS come with the virtual-trial step. The card's "
+              "values are starting values (see models/sclc_triplet_tgi.toml), not a calibration.",
+              ""]
+    return "\n".join(lines)
 
 
 def _plot(path: Path, times, bands) -> None:
@@ -113,5 +197,6 @@ def _report(summary: dict, meta: dict) -> str:
                 f"{s['tmax_day'][k]:.2f} | {s['ctrough'][k]:.4g} | {s['auc'][k]:.4g} |")
         lines.append("")
     lines += ["Durvalumab is simulated without the chemotherapy effect on CL (time-varying "
-              "covariates arrive with the tumour-model issue).", ""]
+              "covariates are not supported yet; the effect on the saturated PD-L1 engagement "
+              "of the tumour model is about 1e-3).", ""]
     return "\n".join(lines)

@@ -121,3 +121,48 @@ def test_unknown_card_is_clear():
     p = run("exposure", "aspirin", "--regimen", "12 mg PO QD D1-14 Q21D", "--days", 42,
             check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "anlotinib" in p.stderr
+
+
+EP = ["--regimen", "etoposide: 100 mg/m2 IV 60 min D1-3 Q21D x4",
+      "--regimen", "carboplatin: AUC 5 IV 60 min D1 Q21D x4", "--cov", "BSA=1.8", "--cov", "GFR=100"]
+DURVA = ["--regimen", "durvalumab: 1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"]
+
+
+def test_simulate_writes_trajectories_and_derived(tmp_path):
+    out = tmp_path / "sim.csv"
+    p = run("simulate", "--model", "sclc_triplet_tgi", *DURVA, *EP, "--n", 20, "--days", 200,
+            "--seed", 4, "--times", "0,42,84,126", "--residual", "--quiet", "--out", out)
+    traj = pd.read_csv(out)
+    pat = pd.read_csv(tmp_path / "sim_patients.csv")
+    meta = json.loads((tmp_path / "sim_meta.json").read_text())
+    assert list(traj.columns) == ["ID", "TIME", "IPRED", "DV"]
+    assert len(traj) == 20 * 4 and sorted(traj["TIME"].unique()) == [0, 42, 84, 126]
+    assert (traj["DV"] >= 0).all() and (traj["IPRED"] > 0).all()
+    for col in ("nadir_mm", "time_to_nadir_day", "depth_pct", "resistance_onset_day",
+                "progression_day", "KIO", "PSI", "durvalumab.CL"):
+        assert col in pat.columns
+    assert meta["seed"] == 4 and meta["n"] == 20 and "durvalumab" in meta["drivers"]
+    assert "median depth" in p.stdout
+    # the baseline column is the SLD at time 0
+    first = traj[traj["TIME"] == 0].set_index("ID")["IPRED"]
+    np.testing.assert_allclose(first.to_numpy(), pat.set_index("ID")["BASE"].to_numpy())
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--regimen", "nivolumab: 240 mg IV 30 min Q2W"], "nivolumab"),
+    (["--regimen", "etoposide: 100 mg/m2 IV 60 min D1-3 Q21D x4"], "BSA"),
+    (["--regimen", "12 mg PO QD D1-14 Q21D"], "names no drug"),
+    ([*DURVA, "--param", "BASE=-5"], "BASE"),
+    ([*DURVA, "--n", "0"], "positive integer"),
+    ([*DURVA, "--times", "0,x"], "--times"),
+])
+def test_simulate_bad_input_is_clear(tmp_path, args, needle):
+    p = run("simulate", "--model", "sclc_triplet_tgi", *args, "--days", 50, "--quiet",
+            "--out", tmp_path / "s.csv", check=False)
+    assert p.returncode == 2, p.stderr
+    assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_simulate_rejects_a_pk_card(tmp_path):
+    p = run("simulate", "--model", "anlotinib", *DURVA, "--out", tmp_path / "s.csv", check=False)
+    assert p.returncode == 2 and "tumour card" in p.stderr
