@@ -124,7 +124,8 @@ def test_unknown_card_is_clear():
 
 
 EP = ["--regimen", "etoposide: 100 mg/m2 IV 60 min D1-3 Q21D x4",
-      "--regimen", "carboplatin: AUC 5 IV 60 min D1 Q21D x4", "--cov", "BSA=1.8", "--cov", "GFR=100"]
+      "--regimen", "carboplatin: AUC 5 IV 60 min D1 Q21D x4",
+      "--cov", "BSA=1.8", "--cov", "GFR=100"]
 DURVA = ["--regimen", "durvalumab: 1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"]
 
 
