@@ -62,7 +62,8 @@ import numpy as np
 from .drivers import phi1
 from .errors import ModelError
 
-__all__ = ["PARAMETERS", "DRIVERS", "signals", "solve_grid", "sld", "derived", "rhs",
+__all__ = ["PARAMETERS", "DRIVERS", "signals", "solve_grid", "sld", "derived", "trajectory",
+           "derived_from", "rhs",
            "check_params", "check_card", "zero_drivers", "MODEL_NAME", "UNITS"]
 
 PARAMETERS = ("BASE", "KG", "KCHEMO", "KE0C", "KAA", "KIO", "PSI", "LAMBDA", "KV", "IC50A",
@@ -249,8 +250,18 @@ def _bisect(p, tk, c0, c1, c2, h, iters: int = 60):
 
 def derived(params: Mapping, drivers: Mapping, step_day: float = 1.0) -> dict:
     """Per-patient nadir, time to nadir, depth, resistance onset and progression (see module)."""
+    return derived_from(params, solve_grid(params, drivers, step_day))
+
+
+def trajectory(params: Mapping, drivers: Mapping, times, step_day: float = 1.0):
+    """``(sld(times), derived)`` from one solve (what population simulation uses)."""
+    sol = solve_grid(params, drivers, step_day)
+    return _sld_at(params, sol, times), derived_from(params, sol)
+
+
+def derived_from(params: Mapping, sol: dict) -> dict:
+    """:func:`derived` from a :func:`solve_grid` solution."""
     p = {k: jnp.asarray(params[k], float) for k in PARAMETERS}
-    sol = solve_grid(p, drivers, step_day)
     h = sol["step"]
     n = sol["t"].shape[0]
     nodes_t = jnp.arange(n + 1) * h

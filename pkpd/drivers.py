@@ -78,21 +78,15 @@ def phi2(z):
     return jnp.where(small, _series(z, 2), (jnp.expm1(zs) / zs - 1.0) / zs)
 
 
-def _phi3(z):
-    z = jnp.asarray(z, dtype=float)
+def _scalar_funcs(mu, L):
+    """exp(mu L), int_0^L exp(mu s) ds = L phi1(mu L), int_0^L (L - s) exp(mu s) ds = L^2 phi2."""
+    z = mu * L
     small = jnp.abs(z) < _SMALL
     zs = jnp.where(small, 1.0, z)
-    return jnp.where(small, _series(z, 3), (phi2(zs) - 0.5) / zs)
-
-
-def _scalar_funcs(mu, L):
-    """exp(mu L), int_0^L exp(mu s) ds, int_0^L (L - s) exp(mu s) ds and their mu-derivatives."""
-    z = mu * L
-    e = jnp.exp(z)
-    p1, p2 = phi1(z), phi2(z)
-    f = (e, L * p1, L * L * p2)
-    df = (L * e, L * L * (p1 - p2), L**3 * (p2 - 2.0 * _phi3(z)))
-    return f, df
+    q = jnp.expm1(zs) / zs
+    p1 = jnp.where(small, _series(z, 1), q)
+    p2 = jnp.where(small, _series(z, 2), (q - 1.0) / zs)
+    return jnp.exp(z), L * p1, L * L * p2
 
 
 def matfuncs(K, L):
@@ -103,8 +97,7 @@ def matfuncs(K, L):
     """
     n = K.shape[-1]
     if n == 1:
-        f, _ = _scalar_funcs(K[..., 0, 0], L)
-        return tuple(x[..., None, None] for x in f)
+        return tuple(x[..., None, None] for x in _scalar_funcs(K[..., 0, 0], L))
     if n == 2:
         m = 0.5 * (K[..., 0, 0] + K[..., 1, 1])
         det = K[..., 0, 0] * K[..., 1, 1] - K[..., 0, 1] * K[..., 1, 0]
@@ -113,8 +106,8 @@ def matfuncs(K, L):
         delta2 = (1e-7 * m) ** 2 + 1e-300
         d = jnp.sqrt(jnp.maximum(m * m - det, 0.0) + delta2)
         mu1, mu2 = m + d, m - d
-        f1, _ = _scalar_funcs(mu1, L)
-        f2, _ = _scalar_funcs(mu2, L)
+        f1 = _scalar_funcs(mu1, L)
+        f2 = _scalar_funcs(mu2, L)
         eye = jnp.eye(2)
         out = []
         for a, b in zip(f1, f2):

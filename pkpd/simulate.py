@@ -102,7 +102,7 @@ def _chunk_fn(structure, n_steps, step_day, n_times):
             shell = _Shell(step_day, n_steps, types)
             mean, _ = grid_means(model, p, shell, u, active)
             signals[signal] = signals[signal] + mean * scale
-        return cm.sld(tp, signals, times, step_day), cm.derived(tp, signals, step_day)
+        return cm.trajectory(tp, signals, times, step_day)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None)))
 
