@@ -41,14 +41,18 @@ recursion is the interval-to-interval carry of ``(U, B, log y)``.
 
 Derived per-patient quantities (:func:`derived`):
 
-* ``nadir_mm`` and ``time_to_nadir_day``: the minimum of ``y`` (exact: located by bisection on
-  the net growth rate within the interval where it changes sign);
+* ``nadir_mm`` and ``time_to_nadir_day``: the minimum of ``y``: the best grid node, or the
+  interior minimum (bisection on the net growth rate) of the interval where the rate turns from
+  negative to positive, the candidate intervals being ranked by a parabolic estimate (two nearly
+  equal local minima may be ranked by that estimate, to O(h^3));
 * ``depth_pct``: ``100 (nadir / BASE - 1)`` (negative = shrinkage);
 * ``resistance_onset_day``: the start of *sustained* regrowth, the earliest time after which the
   net growth rate stays positive to the horizon (0 for primary resistance, NaN when the tumour is
-  still shrinking at the horizon);
+  still shrinking at the horizon); the rate is checked at both ends of every grid interval, so a
+  sign change entirely inside one interval (shorter than the grid step) is not seen;
 * ``progression_day``: the first grid time at which ``y`` is at least 20% and 5 mm above its
-  running minimum (RECIST 1.1 thresholds applied to the true SLD, without scans; NaN if none).
+  running minimum over the grid nodes (RECIST 1.1 thresholds applied to the true SLD, without
+  scans; NaN if none).
 """
 
 from __future__ import annotations
@@ -271,15 +275,20 @@ def derived_from(params: Mapping, sol: dict) -> dict:
     def at(k):
         return sol["t"][k], sol["c0"][k], sol["c1"][k], sol["c2"][k]
 
-    # nadir: best node, refined inside the intervals on either side where the rate turns positive
+    # nadir: the best node, and the interior minima of the intervals where the rate turns from
+    # negative to positive. Those are ranked by a parabolic estimate from the end rates; the best
+    # one and the two intervals next to the best node are located exactly by bisection.
     kn = jnp.argmin(nodes_ly)
     best_t, best_ly = nodes_t[kn], nodes_ly[kn]
-    for k in (jnp.clip(kn - 1, 0, n - 1), jnp.clip(kn, 0, n - 1)):
-        inside = (rl[k] < 0) & (rr[k] > 0)
+    inside_all = (rl < 0) & (rr > 0)
+    tau_est = -rl * h / jnp.where(inside_all, rr - rl, 1.0)
+    est = jnp.where(inside_all, sol["logy"] + 0.5 * rl * tau_est, jnp.inf)
+    kc = jnp.argmin(est)
+    for k in (jnp.clip(kn - 1, 0, n - 1), jnp.clip(kn, 0, n - 1), kc):
         tk, c0, c1, c2 = at(k)
         tau = _bisect(p, tk, c0, c1, c2, h)
         ly = sol["logy"][k] + _increment(p, tk, c0, c1, c2, tau)
-        better = inside & (ly < best_ly)
+        better = inside_all[k] & (ly < best_ly)
         best_t = jnp.where(better, tk + tau, best_t)
         best_ly = jnp.where(better, ly, best_ly)
     # resistance onset: the rate is positive from then on (grid-interval ends checked)
