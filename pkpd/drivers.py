@@ -19,8 +19,9 @@ larger time-invariant systems use one block matrix exponential per patient and p
 Time-varying clearance (:class:`~pkpd.pk.NonlinearCompartment` with ``time_varying=True`` and no
 Michaelis-Menten term) is handled by freezing CL at each interval's midpoint, a second-order
 approximation tested against the ODE path of :mod:`pkpd.engine`: for the durvalumab card the
-interval means differ by at most 5.3e-5 (relative) on a 1-day grid, 1.2e-5 on a 0.5-day grid and
-2.3e-6 on a 0.25-day grid. Michaelis-Menten models are refused.
+interval means of the typical patient differ by at most 5.3e-5 (relative) on a 1-day grid,
+1.2e-5 on a 0.5-day grid and 2.3e-6 on a 0.25-day grid; across the card's IIV (faster CL change)
+the 1-day grid reached 9.5e-5 in ``bench/simulate.py``. Michaelis-Menten models are refused.
 
 Doses come from :meth:`pkpd.regimen.Regimen.doses`; every output is in the card's concentration
 unit and times are in days since time 0 (study day 1).
