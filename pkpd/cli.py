@@ -4,6 +4,9 @@
     pkpd predict --model CARD --data EVENTS.csv [--param NAME=VALUE ...] --out PRED.csv
     pkpd simulate --model CARD --regimen "DRUG: TEXT" [--regimen ...] --n N --days D --seed S
                   --out FILE(.csv|.nc) [--times T,T,...] [--param NAME=VALUE] [--residual]
+    pkpd recist LESIONS.csv|.xlsx|SDTM_FOLDER --out RESPONSES.csv [--visits VISITS.csv]
+                [--rows ROWS.csv] [--subjects SUBJECTS.csv] [--irecist] [--confirm-days 28]
+                [--sd-min-days 42] [--evaluator INVESTIGATOR]
     pkpd cards [NAME]
     pkpd demo [--out DIR]
 
@@ -98,6 +101,57 @@ def _cmd_simulate(a) -> int:
     return 0
 
 
+RESPONSE_COLUMNS = ["subject", "bor", "bor_confirmed", "pfs_days", "pfs_event",
+                    "best_pct_change", "nadir_mm"]
+
+
+def _cmd_recist(a) -> int:
+    import dataclasses
+
+    import pandas as pd
+
+    from .io import atomic_write_csv
+    from .recist import RecistConfig, evaluate
+    from .tumourdata import read_lesions, read_sdtm
+
+    src = Path(a.lesions)
+    if not src.exists():
+        raise PkpdError(f"{src} does not exist. Fix: give a lesion-level .csv/.xlsx file or a "
+                        "folder with SDTM TU/TR(/RS/DM) files")
+    data = read_sdtm(src, evaluator=a.evaluator) if src.is_dir() else read_lesions(src)
+    try:
+        cfg = dataclasses.replace(RecistConfig(), irecist=a.irecist,
+                                  confirm_min_days=a.confirm_days, sd_min_days=a.sd_min_days)
+    except ValueError as exc:
+        raise PkpdError(f"{exc} Fix: check --confirm-days / --sd-min-days") from None
+    subjects = None
+    if a.subjects:
+        subjects = pd.read_csv(a.subjects)
+    res = evaluate(data.lesions, subjects, cfg)
+    subj = res.subjects
+    cols = RESPONSE_COLUMNS + [c for c in subj.columns if c not in RESPONSE_COLUMNS]
+    atomic_write_csv(subj[cols], a.out)
+    written = [a.out]
+    if a.visits:
+        atomic_write_csv(res.visits, a.visits)
+        written.append(a.visits)
+    if a.rows:
+        atomic_write_csv(data.report.to_frame(), a.rows)
+        written.append(a.rows)
+    rep = data.report
+    print(f"read {rep.n_rows} rows: {rep.n_used} used, {rep.n_dropped} dropped"
+          + (" (see --rows for the reasons)" if rep.n_dropped and not a.rows else ""))
+    for line in res.log[:20]:
+        print(f"note: {line}")
+    if len(res.log) > 20:
+        print(f"note: ... {len(res.log) - 20} more notes")
+    counts = subj["bor_confirmed"].value_counts().to_dict()
+    print(f"{len(subj)} subjects; confirmed BOR: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
 def _cmd_cards(a) -> int:
     from .cards import list_cards, load_card
 
@@ -161,6 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True,
                    help="FILE.csv (+ FILE_patients.csv, FILE_meta.json) or FILE.nc")
     s.set_defaults(func=_cmd_simulate)
+
+    r = sub.add_parser("recist", help="RECIST 1.1 responses, BOR and PFS from lesion data")
+    r.add_argument("lesions", help="lesion-level .csv/.xlsx (subject, day, lesion_id, "
+                   "lesion_type, organ, is_node, diameter_mm, state) or an SDTM folder")
+    r.add_argument("--out", required=True, help="per-subject responses CSV")
+    r.add_argument("--visits", help="per-visit target/non-target/new/overall responses CSV")
+    r.add_argument("--rows", help="row accounting CSV (every input row: used or dropped, why)")
+    r.add_argument("--subjects", help="CSV with subject, death_day, last_known_alive_day, "
+                   "new_therapy_day")
+    r.add_argument("--irecist", action="store_true", help="also apply iRECIST")
+    r.add_argument("--confirm-days", type=float, default=28.0,
+                   help="minimum days to confirm CR/PR (default 28)")
+    r.add_argument("--sd-min-days", type=float, default=42.0,
+                   help="minimum days from the first dose for SD to count (default 42)")
+    r.add_argument("--evaluator", default="INVESTIGATOR", help="SDTM TREVAL/RSEVAL to use")
+    r.set_defaults(func=_cmd_recist)
 
     c = sub.add_parser("cards", help="list model cards, or show one")
     c.add_argument("name", nargs="?")

@@ -167,3 +167,70 @@ def test_simulate_bad_input_is_clear(tmp_path, args, needle):
 def test_simulate_rejects_a_pk_card(tmp_path):
     p = run("simulate", "--model", "anlotinib", *DURVA, "--out", tmp_path / "s.csv", check=False)
     assert p.returncode == 2 and "tumour card" in p.stderr
+
+
+LESION_HEADER = "subject,day,lesion_id,lesion_type,organ,is_node,diameter_mm,state\n"
+GOOD_LESIONS = LESION_HEADER + """P1,-3,T1,target,lung,false,30,
+P1,-3,T2,target,liver,false,20,
+P1,-3,NT1,nontarget,bone,false,,present
+P1,42,T1,target,lung,false,18,
+P1,42,T2,target,liver,false,12,
+P1,42,NT1,nontarget,bone,false,,present
+P1,84,T1,target,lung,false,15,
+P1,84,T2,target,liver,false,10,
+P1,84,NT1,nontarget,bone,false,,present
+P1,126,T1,target,lung,false,25,
+P1,126,T2,target,liver,false,15,
+P1,126,NT1,nontarget,bone,false,,present
+P2,-1,T1,target,lymph node,true,20,
+P2,42,T1,target,lymph node,true,8,
+P2,84,T1,target,lymph node,true,7,
+"""
+
+
+def test_recist_responses_and_visits(tmp_path):
+    src = tmp_path / "lesions.csv"
+    src.write_text(GOOD_LESIONS)
+    out, visits, rows = tmp_path / "resp.csv", tmp_path / "visits.csv", tmp_path / "rows.csv"
+    p = run("recist", src, "--out", out, "--visits", visits, "--rows", rows)
+    resp = pd.read_csv(out).set_index("subject")
+    # P1: 50 -> 30 mm (-40%, PR), 25 (PR, confirmed 42 d later), 40 (+60% and +15 mm over the
+    # nadir: PD at day 126 -> PFS = 126 - 0 + 1 days, event)
+    assert resp.loc["P1", "bor"] == "PR" and resp.loc["P1", "bor_confirmed"] == "PR"
+    assert resp.loc["P1", "pfs_days"] == 127 and resp.loc["P1", "pfs_event"] == 1
+    assert resp.loc["P1", "nadir_mm"] == 25 and resp.loc["P1", "best_pct_change"] == -50
+    # P2: a node of 20 mm falls to 8 then 7 mm short axis: CR although the SLD is above 0
+    assert resp.loc["P2", "bor_confirmed"] == "CR" and resp.loc["P2", "pfs_event"] == 0
+    v = pd.read_csv(visits)
+    assert {"target_response", "nontarget_response", "new_lesions",
+            "overall_response"} <= set(v.columns)
+    assert len(pd.read_csv(rows)) == 15 and "15 used" in p.stdout
+
+
+BAD_LESIONS = {
+    "missing column": ("subject,day,lesion_id,lesion_type,organ,diameter_mm,state\n"
+                       "P1,-3,T1,target,lung,30,\n", "is_node"),
+    "non-numeric diameter": (LESION_HEADER + "P1,-3,T1,target,lung,false,30,\n"
+                             "P1,42,T1,target,lung,false,abc,\n", "abc"),
+    "duplicate lesion and visit": (LESION_HEADER + "P1,-3,T1,target,lung,false,30,\n"
+                                   "P1,42,T1,target,lung,false,20,\n"
+                                   "P1,42,T1,target,lung,false,21,\n", "T1"),
+    "measured before baseline": (LESION_HEADER + "P1,-20,T1,target,lung,false,30,\n"
+                                 "P1,-3,T1,target,lung,false,31,\n"
+                                 "P1,42,T1,target,lung,false,20,\n", "before baseline"),
+    "more than 5 targets": (LESION_HEADER + "".join(
+        f"P1,-3,T{i},target,organ{i},false,20,\n" for i in range(1, 7)), "5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LESIONS))
+def test_recist_bad_input_is_clear(tmp_path, case):
+    text, needle = BAD_LESIONS[case]
+    src = tmp_path / "lesions.csv"
+    src.write_text(text)
+    p = run("recist", src, "--out", tmp_path / "r.csv", check=False)
+    assert p.returncode == 2, (case, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and needle in p.stderr, p.stderr
+    assert "P1" in p.stderr or case == "missing column"
+    assert "Fix" in p.stderr or "fix" in p.stderr
+    assert not (tmp_path / "r.csv").exists()
