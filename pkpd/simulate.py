@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import combination as cm
 from .cards import Card, load_card
-from .drivers import dose_inputs, grid_means
+from .drivers import DoseInputs, dose_inputs, grid_means
 from .errors import ModelError, RegimenError
 from .io import atomic_write_bytes, atomic_write_csv
 from .regimen import Protocol, Regimen, parse_regimen
@@ -99,19 +99,12 @@ def _chunk_fn(structure, n_steps, step_day, n_times):
         signals = {s: jnp.zeros(n_steps) for s in cm.DRIVERS}
         for (_drug, model, types, active, signal, scale), p, u in zip(structure, pk_params,
                                                                        amounts):
-            shell = _Shell(step_day, n_steps, types)
+            shell = DoseInputs(step_day, n_steps, types, np.zeros((n_steps, len(types))))
             mean, _ = grid_means(model, p, shell, u, active)
             signals[signal] = signals[signal] + mean * scale
         return cm.trajectory(tp, signals, times, step_day)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None)))
-
-
-@dataclass(frozen=True)
-class _Shell:
-    step_day: float
-    n_steps: int
-    types: tuple
 
 
 def patient_drivers(card: Card | str, protocol, days: float, *, pk_params=None,
