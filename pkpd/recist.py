@@ -134,6 +134,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .tumourdata import LESION_STATES, LESION_TYPES, REQUIRED_LESION_COLUMNS
 
 __all__ = [
     "RecistConfig",
@@ -147,27 +148,9 @@ __all__ = [
     "REQUIRED_COLUMNS",
 ]
 
-#: Columns a lesion table must have.
-REQUIRED_COLUMNS = (
-    "subject",
-    "day",
-    "lesion_id",
-    "lesion_type",
-    "organ",
-    "is_node",
-    "diameter_mm",
-    "state",
-)
-LESION_TYPES = ("target", "nontarget", "new")
-LESION_STATES = (
-    "",
-    "present",
-    "absent",
-    "too_small",
-    "not_evaluated",
-    "unequivocal",
-    "equivocal",
-)
+#: Columns a lesion table must have, lesion types and states: the canonical lesion table of
+#: :mod:`pkpd.tumourdata` (one definition, shared by the readers and the engine).
+REQUIRED_COLUMNS = REQUIRED_LESION_COLUMNS
 #: Time-point (overall) responses.
 OVERALL_RESPONSES = ("CR", "PR", "SD", "NON-CR/NON-PD", "PD", "NE")
 #: Values of ``bor`` and ``bor_confirmed``.
