@@ -859,14 +859,8 @@ def read_lesions(path: str | os.PathLike, *, sheet: str | int | None = None) -> 
     report = DataReport(f"lesion file {path.name}")
     blank = raw.map(_is_missing).all(axis=1).to_numpy() if n else np.zeros(0, dtype=bool)
     subj_text = [_text(v) for v in raw["subject"]] if "subject" in raw.columns else [""] * n
-    report.add(
-        path.name,
-        rows[blank],
-        np.asarray(subj_text, dtype=object)[blank],
-        "dropped",
-        rule="blank",
-        reason="blank row",
-    )
+    report.add(path.name, rows[blank], np.asarray(subj_text, dtype=object)[blank], "dropped",
+               rule="blank", reason="blank row")
     frame = raw.loc[~blank].reset_index(drop=True)
     keep_rows = rows[~blank]
     frame["row"] = keep_rows
@@ -1331,24 +1325,12 @@ def read_sdtm(
     for i in range(len(tu)):
         r = i + 1
         if tu_eval[i] and not _same(tu_eval[i], evaluator):
-            report.add(
-                tu_name,
-                r,
-                tu_subj[i],
-                "dropped",
-                rule="other_evaluator",
-                reason=f"TUEVAL {tu_eval[i]} (reading {evaluator})",
-            )
+            report.add(tu_name, r, tu_subj[i], "dropped", rule="other_evaluator",
+                       reason=f"TUEVAL {tu_eval[i]} (reading {evaluator})")
             continue
         if tu_test[i] and tu_test[i].upper() not in ("TUMIDENT", "LESIDENT"):
-            report.add(
-                tu_name,
-                r,
-                tu_subj[i],
-                "dropped",
-                rule="tu_other_test",
-                reason=f"TUTESTCD {tu_test[i]} is not a lesion identification",
-            )
+            report.add(tu_name, r, tu_subj[i], "dropped", rule="tu_other_test",
+                       reason=f"TUTESTCD {tu_test[i]} is not a lesion identification")
             continue
         if not tu_lnk[i]:
             raise DataError(
@@ -1405,26 +1387,14 @@ def read_sdtm(
     keep = np.ones(n_tr, dtype=bool)
     for i in range(n_tr):
         if treval[i] and not _same(treval[i], evaluator):
-            report.add(
-                tr_name,
-                i + 1,
-                subj[i],
-                "dropped",
-                rule="other_evaluator",
-                reason=f"TREVAL {treval[i]} (reading {evaluator})",
-            )
+            report.add(tr_name, i + 1, subj[i], "dropped", rule="other_evaluator",
+                       reason=f"TREVAL {treval[i]} (reading {evaluator})")
             keep[i] = False
     accepted_subjects = {subj[i] for i in range(n_tr) if keep[i] and acpt[i] == "Y"}
     for i in range(n_tr):
         if keep[i] and subj[i] in accepted_subjects and acpt[i] != "Y":
-            report.add(
-                tr_name,
-                i + 1,
-                subj[i],
-                "dropped",
-                rule="not_accepted",
-                reason="TRACPTFL is not Y (another read of this subject was accepted)",
-            )
+            report.add(tr_name, i + 1, subj[i], "dropped", rule="not_accepted",
+                       reason="TRACPTFL is not Y (another read of this subject was accepted)")
             keep[i] = False
 
     # dates
@@ -1486,14 +1456,8 @@ def read_sdtm(
             continue
         r = i + 1
         if dates[i] is None:
-            report.add(
-                tr_name,
-                r,
-                subj[i],
-                "dropped",
-                rule="no_date",
-                reason="no TRDTC and no dated record at the same visit",
-            )
+            report.add(tr_name, r, subj[i], "dropped", rule="no_date",
+                       reason="no TRDTC and no dated record at the same visit")
             keep[i] = False
             continue
         day = float((dates[i] - _ref_for(ref, subj[i], r, "TR")).days)
@@ -1501,14 +1465,8 @@ def read_sdtm(
             sumdiam.append((i, subj[i], readers[i], day, value_of(i)))
             continue
         if test[i] not in _MEASURE_TESTS + _STATE_TESTS:
-            report.add(
-                tr_name,
-                r,
-                subj[i],
-                "dropped",
-                rule="tr_other_test",
-                reason=f"TRTESTCD {test[i]} is not used by RECIST 1.1",
-            )
+            report.add(tr_name, r, subj[i], "dropped", rule="tr_other_test",
+                       reason=f"TRTESTCD {test[i]} is not used by RECIST 1.1")
             continue
         # resolve the lesion: plain, split fragment (T04.1) or merged (T02/T03)
         if (subj[i], lnk[i]) in lesion_meta:
@@ -1581,14 +1539,8 @@ def read_sdtm(
                 if node
                 else "RECIST uses the longest diameter (LDIAM) of a non-nodal lesion"
             )
-            report.add(
-                tr_name,
-                r,
-                subj[i],
-                "dropped",
-                rule="other_axis",
-                reason=f"{test[i]} of lesion {lnk[i]}: {why}",
-            )
+            report.add(tr_name, r, subj[i], "dropped", rule="other_axis",
+                       reason=f"{test[i]} of lesion {lnk[i]}: {why}")
             continue
         x = value_of(i)
         text = _norm_key(stresc[i] or orres[i])
@@ -1716,34 +1668,16 @@ def read_sdtm(
                 )
                 continue
             if criteria is not None and rcat[i] and not _same(rcat[i], criteria):
-                report.add(
-                    rs_name,
-                    r,
-                    rsubj[i],
-                    "dropped",
-                    rule="other_criteria",
-                    reason=f"RSCAT {rcat[i]} (reading {criteria})",
-                )
+                report.add(rs_name, r, rsubj[i], "dropped", rule="other_criteria",
+                           reason=f"RSCAT {rcat[i]} (reading {criteria})")
                 continue
             if reval[i] and not _same(reval[i], evaluator):
-                report.add(
-                    rs_name,
-                    r,
-                    rsubj[i],
-                    "dropped",
-                    rule="other_evaluator",
-                    reason=f"RSEVAL {reval[i]} (reading {evaluator})",
-                )
+                report.add(rs_name, r, rsubj[i], "dropped", rule="other_evaluator",
+                           reason=f"RSEVAL {reval[i]} (reading {evaluator})")
                 continue
             if rsubj[i] in acc and racpt[i] != "Y":
-                report.add(
-                    rs_name,
-                    r,
-                    rsubj[i],
-                    "dropped",
-                    rule="not_accepted",
-                    reason="RSACPTFL is not Y (another read was accepted)",
-                )
+                report.add(rs_name, r, rsubj[i], "dropped", rule="not_accepted",
+                           reason="RSACPTFL is not Y (another read was accepted)")
                 continue
             d, note = _date_or_fail(
                 rs["RSDTC"].iloc[i], row=r, subject=rsubj[i], column="RSDTC", partial="first"
@@ -1820,14 +1754,8 @@ def read_sdtm(
                 src = ref.get(s, (None, "none"))[1]
                 report.add(dm_name, i + 1, s, "used", reason=f"reference date from {src}")
             else:
-                report.add(
-                    dm_name,
-                    i + 1,
-                    s,
-                    "dropped",
-                    rule="no_tumour_data",
-                    reason="no tumour records for this subject",
-                )
+                report.add(dm_name, i + 1, s, "dropped", rule="no_tumour_data",
+                           reason="no tumour records for this subject")
         report._check_complete(dm_name, len(dm))
 
     used_ref = {
@@ -2013,24 +1941,12 @@ def read_adam(
         for i in range(len(tr)):
             r = i + 1
             if pc[i] not in wanted:
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_param",
-                    reason=f"PARAMCD {pc[i]}: the SLD is read from {'/'.join(wanted)}",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_param",
+                           reason=f"PARAMCD {pc[i]}: the SLD is read from {'/'.join(wanted)}")
                 continue
             if cat2[i] and not _same(cat2[i], evaluator):
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_evaluator",
-                    reason=f"PARCAT2 {cat2[i]} (reading {evaluator})",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_evaluator",
+                           reason=f"PARCAT2 {cat2[i]} (reading {evaluator})")
                 continue
             complete = anl[i] == "Y" if "ANL01FL" in tr.columns else True
             if not complete and not keep_incomplete:
@@ -2047,14 +1963,8 @@ def read_adam(
             aval = num(tr, "AVAL", i, subj[i])
             day = day_of(tr, i, subj[i], refs, name)
             if math.isnan(day) or math.isnan(aval):
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="missing_value",
-                    reason="ADT or AVAL is missing",
-                )
+                report.add(name, r, subj[i], "dropped", rule="missing_value",
+                           reason="ADT or AVAL is missing")
                 continue
             sld_rows.append(
                 dict(
@@ -2122,34 +2032,16 @@ def read_adam(
         for i in range(len(rs)):
             r = i + 1
             if pc[i] not in wanted:
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_param",
-                    reason=f"PARAMCD {pc[i]} not requested (response_params)",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_param",
+                           reason=f"PARAMCD {pc[i]} not requested (response_params)")
                 continue
             if cat2[i] and not _same(cat2[i], evaluator):
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_evaluator",
-                    reason=f"PARCAT2 {cat2[i]} (reading {evaluator})",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_evaluator",
+                           reason=f"PARCAT2 {cat2[i]} (reading {evaluator})")
                 continue
             if cat3[i] and criteria is not None and not _same(cat3[i], criteria):
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_criteria",
-                    reason=f"PARCAT3 {cat3[i]} (reading {criteria})",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_criteria",
+                           reason=f"PARCAT3 {cat3[i]} (reading {criteria})")
                 continue
             if pc[i] in with_anl and anl[i] != "Y":
                 report.add(
@@ -2190,26 +2082,14 @@ def read_adam(
         for i in range(len(te)):
             r = i + 1
             if pc[i] not in wanted:
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="other_param",
-                    reason=f"PARAMCD {pc[i]} not requested (tte_params)",
-                )
+                report.add(name, r, subj[i], "dropped", rule="other_param",
+                           reason=f"PARAMCD {pc[i]} not requested (tte_params)")
                 continue
             aval = num(te, "AVAL", i, subj[i])
             cnsr = num(te, "CNSR", i, subj[i])
             if math.isnan(aval) or math.isnan(cnsr):
-                report.add(
-                    name,
-                    r,
-                    subj[i],
-                    "dropped",
-                    rule="missing_value",
-                    reason="AVAL or CNSR is missing",
-                )
+                report.add(name, r, subj[i], "dropped", rule="missing_value",
+                           reason="AVAL or CNSR is missing")
                 continue
             factor = _TTE_FACTORS.get(unit[i] or "DAYS")
             if factor is None:
@@ -2389,14 +2269,8 @@ def read_laleh_s1(
                 pid = _patient_id(pid_v)
                 subject = f"{study_arm}:{pid}"
                 if not pid:
-                    report.add(
-                        src,
-                        n,
-                        subject,
-                        "dropped",
-                        rule="missing_id",
-                        reason="empty Patient_Anonmyized",
-                    )
+                    report.add(src, n, subject, "dropped", rule="missing_id",
+                               reason="empty Patient_Anonmyized")
                     continue
                 day = _number(day_v)
                 if day is None:
@@ -2409,25 +2283,13 @@ def read_laleh_s1(
                         fix=f"check sheet {ws.title}",
                     )
                 if math.isnan(day):
-                    report.add(
-                        src,
-                        n,
-                        subject,
-                        "dropped",
-                        rule="missing_day",
-                        reason=f"empty Treatment_Day (value {_show(val_v)!r})",
-                    )
+                    report.add(src, n, subject, "dropped", rule="missing_day",
+                               reason=f"empty Treatment_Day (value {_show(val_v)!r})")
                     continue
                 flag, rule, reason = "", "", ""
                 if _is_missing(val_v):
-                    report.add(
-                        src,
-                        n,
-                        subject,
-                        "dropped",
-                        rule="missing_value",
-                        reason="empty TargetLesionLongDiam_mm",
-                    )
+                    report.add(src, n, subject, "dropped", rule="missing_value",
+                               reason="empty TargetLesionLongDiam_mm")
                     continue
                 key_text = _norm_key(val_v)
                 if key_text == "not evaluable":
@@ -2495,14 +2357,8 @@ def read_laleh_s1(
                 "another value on the same day; both kept, flag DUPLICATE_DAY"
             )
         for src, g in sld.groupby("_src", sort=False):
-            report.add(
-                src,
-                g["row"].to_numpy(),
-                g["subject"].to_numpy(),
-                "used",
-                rule=g["_rule"].to_numpy(),
-                reason=g["_reason"].to_numpy(),
-            )
+            report.add(src, g["row"].to_numpy(), g["subject"].to_numpy(), "used",
+                       rule=g["_rule"].to_numpy(), reason=g["_reason"].to_numpy())
         order = {s: k for k, s in enumerate(pd.unique(sld["subject"]))}
         sld["_o"] = sld["subject"].map(order)
         sld = sld.sort_values(["_o", "day", "sheet", "row"], kind="stable")
@@ -2766,14 +2622,8 @@ def read_nonmem_tumour(path: str | os.PathLike) -> NonmemTumourData:
     rows = df["ROW"].to_numpy()
     report.add(path.name, rows[is_obs], subj[is_obs], "used", reason="observation")
     report.add(path.name, rows[is_dose], subj[is_dose], "used", reason="dose record")
-    report.add(
-        path.name,
-        rows[other],
-        subj[other],
-        "dropped",
-        rule="other_evid",
-        reason="EVID 2/3 record (not an observation or a dose)",
-    )
+    report.add(path.name, rows[other], subj[other], "dropped", rule="other_evid",
+               reason="EVID 2/3 record (not an observation or a dose)")
     sld = pd.DataFrame(
         {
             "subject": subj[is_obs].to_numpy(),
