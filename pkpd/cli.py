@@ -171,6 +171,59 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+def _cmd_fit(a) -> int:
+    from .fit import fit, load_spec
+
+    overrides = {}
+    for k in ("chains", "tune", "draws", "seed"):
+        v = getattr(a, k)
+        if v is not None:
+            overrides[k] = v
+    if a.sampler:
+        overrides["sampler"] = a.sampler
+    if "sampler" in overrides:
+        overrides["name"] = overrides.pop("sampler")
+    spec = load_spec(a.spec, overrides=overrides or None)   # validated before any sampling
+    if a.check:
+        from .fit import prepare
+        spec, data, _, _, _ = prepare(spec)
+        print(f"{a.spec}: valid; {data.n_subjects} subjects, {data.n_obs} observations, "
+              f"population parameters: {', '.join(spec.population_names)}")
+        return 0
+    res = fit(spec, out=a.out, resume=not a.restart, progress=not a.quiet)
+    print(f"wrote {res.path}")
+    print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    probs = res.record["diagnostics"].get("problems", [])
+    print("problems: " + ("; ".join(probs) if probs else "none"))
+    return 0
+
+
+def _cmd_summary(a) -> int:
+    from .fit import load_fit
+
+    res = load_fit(a.path)
+    r = res.record
+    print(f"fit {r['name']}: {r['n_subjects']} subjects, {r['n_obs']} observations; "
+          f"sampler {r['sampler']['name']} {r['sampler']['chains']}x"
+          f"({r['sampler']['tune']}+{r['sampler']['draws']}); "
+          f"{r['timing']['total_s']:.0f} s")
+    print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    d = r.get("diagnostics", {})
+    st = d.get("sampler", {})
+    print(f"divergences {st.get('n_divergent')}, BFMI min {st.get('bfmi_min')}, "
+          f"failed solves {r.get('failures', {}).get('failed_evaluations')}")
+    loo = d.get("loo_by_observation") or {}
+    if loo.get("elpd_loo") is not None:
+        print(f"elpd_loo {loo['elpd_loo']:.1f} (SE {loo['se']:.1f}, by observation)")
+    sy = (r.get("estimands") or {}).get("synergy")
+    if sy:
+        print(f"PSI {sy['mean']:.3g} [{sy['q5']:.3g}, {sy['q95']:.3g}], "
+              f"P(PSI > 0) = {sy['p_gt_0']:.3f}")
+    probs = d.get("problems", [])
+    print("problems: " + ("; ".join(probs) if probs else "none"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pkpd", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,6 +288,25 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cards", help="list model cards, or show one")
     c.add_argument("name", nargs="?")
     c.set_defaults(func=_cmd_cards)
+
+    f = sub.add_parser("fit", help="hierarchical Bayesian fit of a spec (fits/*.toml)")
+    f.add_argument("spec", help="fit specification (TOML)")
+    f.add_argument("--out", help="results folder (default: next to the spec, named after it)")
+    f.add_argument("--sampler", choices=["nutpie", "numpyro", "pymc", "blackjax"])
+    f.add_argument("--chains", type=int)
+    f.add_argument("--tune", type=int)
+    f.add_argument("--draws", type=int)
+    f.add_argument("--seed", type=int)
+    f.add_argument("--restart", action="store_true",
+                   help="discard checkpoints of an interrupted run instead of resuming it")
+    f.add_argument("--check", action="store_true",
+                   help="validate the spec and data and build the model; do not sample")
+    f.add_argument("--quiet", action="store_true", help="no progress output")
+    f.set_defaults(func=_cmd_fit)
+
+    m = sub.add_parser("summary", help="print a saved fit's summary and diagnostics")
+    m.add_argument("path", help="fit folder (fits/NAME)")
+    m.set_defaults(func=_cmd_summary)
 
     d = sub.add_parser("demo", help="the main job: triplet-regimen exposure report")
     d.add_argument("--out", default="out/demo")

@@ -13,6 +13,7 @@ __all__ = [
     "UnitError",
     "ModelError",
     "SolverError",
+    "SpecError",
     "format_problem",
 ]
 
@@ -74,3 +75,7 @@ class ModelError(PkpdError, ValueError):
 
 class SolverError(PkpdError, RuntimeError):
     """A numerical solve failed (reported with the subject and the parameters involved)."""
+
+
+class SpecError(ModelError):
+    """A fit specification is invalid; raised before any sampling starts."""

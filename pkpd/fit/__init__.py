@@ -1,0 +1,18 @@
+"""Hierarchical Bayesian population fitting: PyMC priors and hierarchy, JAX likelihoods.
+
+    from pkpd.fit import fit, load_fit
+    res = fit("fits/oak_stein_fojo.toml")      # writes fits/oak_stein_fojo/
+    res.summary                                  # parameter, mean, sd, q5, q95, ess_bulk, r_hat
+
+See docs/fitting.md for the spec format and the reference fits in fits/.
+"""
+
+from .data import FitData, read_fit_data
+from .model import FAILURES, build_model
+from .problem import Problem, build_problem
+from .run import SUMMARY_COLUMNS, FitResult, fit, load_fit, prepare
+from .spec import RESIDUAL_MODELS, SAMPLERS, Spec, load_spec
+
+__all__ = ["fit", "load_fit", "prepare", "load_spec", "Spec", "FitResult", "FitData",
+           "read_fit_data", "Problem", "build_problem", "build_model", "FAILURES",
+           "SUMMARY_COLUMNS", "RESIDUAL_MODELS", "SAMPLERS"]

@@ -1,0 +1,248 @@
+"""Observation data of a population fit: reading, the spec's value rules, and the row account.
+
+Every input row ends up either used or dropped with a reason (``FitData.rows``); nothing is lost
+silently. Times are converted once, here, to the model's time unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, SpecError
+from ..units import time_factor
+
+__all__ = ["FitData", "read_fit_data", "progression_cut"]
+
+
+@dataclass
+class FitData:
+    """Observations of one fit, one entry per used observation (``obs_*``)."""
+
+    subjects: list[str]
+    obs_subject: np.ndarray          # int index into subjects
+    obs_time: np.ndarray             # model time unit
+    y: np.ndarray                    # dv unit; for censored rows the limit
+    censored: np.ndarray             # bool: y is an upper limit (M3: P(Y <= limit))
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)   # (n_subjects,)
+    arms: list[str] | None = None
+    rows: pd.DataFrame | None = None    # the row account
+    sha256: str = ""
+    events: object = None            # EventTable for PK fits
+    obs_row: np.ndarray | None = None   # source ROW of each used observation
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.subjects)
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({"subject": np.asarray(self.subjects)[self.obs_subject],
+                           "time": self.obs_time, "y": self.y, "censored": self.censored})
+        if self.arms is not None:
+            df["arm"] = np.asarray(self.arms)[self.obs_subject]
+        return df
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_fit_data(spec) -> FitData:
+    """Read the spec's data (``long`` or ``nonmem``) and apply its rules."""
+    d = spec.data
+    if d.format == "nonmem":
+        return _read_nonmem(spec)
+    if d.format == "long":
+        df = pd.read_csv(d.path, low_memory=False)
+        out = long_table(df, spec)
+        out.sha256 = _sha(d.path)
+        return out
+    raise SpecError("simulated data are made by pkpd.fit.simulate_data (format 'simulate')")
+
+
+def _require(df: pd.DataFrame, cols, where: str):
+    missing = [c for c in cols if c and c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: column(s) {', '.join(missing)} not found (columns are: "
+                        f"{', '.join(map(str, df.columns))})",
+                        fix="fix the column mapping in the spec's [data] section")
+
+
+def long_table(df: pd.DataFrame, spec) -> FitData:
+    """One row per observation: subject key column(s), time, dv, optional flag and arm."""
+    d = spec.data
+    _require(df, [*d.subject, d.time, d.dv, d.flag, d.arm, *d.covariates, *d.filter],
+             f"data file {d.path}")
+    df = df.reset_index(drop=True)
+    rows = pd.DataFrame({"row": np.arange(1, len(df) + 1), "used": False, "reason": ""})
+    keep = np.ones(len(df), bool)
+    for col, want in d.filter.items():
+        want = want if isinstance(want, list) else [want]
+        hit = df[col].isin(want).to_numpy()
+        rows.loc[~hit & keep, "reason"] = f"filter {col} not in {want}"
+        keep &= hit
+    subj = df[list(d.subject)].astype(str).agg(":".join, axis=1).to_numpy()
+    t = pd.to_numeric(df[d.time], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(df[d.dv], errors="coerce").to_numpy(float)
+    cens = np.zeros(len(df), bool)
+    if d.flag:
+        flags = df[d.flag].fillna("").astype(str).to_numpy()
+        for fval, rule in d.flag_values.items():
+            hit = keep & (flags == fval)
+            if isinstance(rule, (int, float)) and not isinstance(rule, bool):
+                y[hit] = float(rule)
+            elif rule == "missing":
+                y[hit] = np.nan
+            elif rule == "censor":
+                y[hit] = _lloq(d, fval)
+                cens[hit] = True
+            elif rule == "drop":
+                rows.loc[hit, "reason"] = f"flag {fval}: dropped by the spec"
+                keep &= ~hit
+            else:
+                raise SpecError(f"[data] flag_values {fval} = {rule!r}. Fix: a number "
+                                "(replacement value), 'missing', 'censor' or 'drop'")
+    bad_t = keep & ~np.isfinite(t)
+    if bad_t.any():
+        _missing(d, rows, bad_t, "missing time", df, subj)
+        keep &= ~bad_t
+    zero = keep & ~cens & (y == 0)
+    if zero.any():
+        if isinstance(d.zero, (int, float)) and not isinstance(d.zero, bool):
+            y[zero] = float(d.zero)
+        elif d.zero == "censor":
+            y[zero] = _lloq(d, "0")
+            cens[zero] = True
+        elif d.zero == "drop":
+            rows.loc[zero, "reason"] = "value 0 dropped by the spec (zero = 'drop')"
+            keep &= ~zero
+    bad_y = keep & ~np.isfinite(y)
+    if bad_y.any():
+        _missing(d, rows, bad_y, "missing value", df, subj)
+        keep &= ~bad_y
+    neg = keep & (y < 0)
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise DataError("negative observation", row=i + 1, subject=subj[i], column=d.dv,
+                        value=y[i], fix="observations must be >= 0")
+    idx = np.flatnonzero(keep)
+    order = np.lexsort((t[idx], subj[idx]))
+    idx = idx[order]
+    if d.stop_at_progression:
+        cut = progression_cut(subj[idx], t[idx], y[idx])
+        rows.loc[idx[~cut], "reason"] = "after the first progression (stop_at_progression)"
+        idx = idx[cut]
+    if idx.size == 0:
+        raise DataError(f"data file {d.path}: no observation is left after the spec's rules",
+                        fix="check [data] filter and flag rules")
+    rows.loc[idx, "used"] = True
+    rows.loc[idx, "reason"] = "used"
+    subjects, inv = np.unique(subj[idx], return_inverse=True)
+    # first-appearance order of subjects (stable, as in the file)
+    first = pd.unique(subj[idx])
+    pos = {s: i for i, s in enumerate(first)}
+    inv = np.array([pos[s] for s in subj[idx]])
+    fac = time_factor(d.time_unit, spec.time_unit)
+    covs = {}
+    for c in d.covariates:
+        v = pd.to_numeric(df[c], errors="coerce")
+        per = v.groupby(subj).first()
+        if per.loc[first].isna().any():
+            s = per.loc[first][per.loc[first].isna()].index[0]
+            raise DataError(f"covariate {c} is missing for this subject", subject=s, column=c,
+                            fix="fill it, or remove the subject from the data")
+        covs[c] = per.loc[first].to_numpy(float)
+    arms = None
+    if d.arm:
+        arms = list(df[d.arm].astype(str).groupby(subj).first().loc[first])
+    rows["subject"] = subj
+    return FitData(subjects=list(first), obs_subject=inv, obs_time=t[idx] * fac, y=y[idx],
+                   censored=cens[idx], covariates=covs, arms=arms, rows=rows,
+                   obs_row=idx + 1, meta={"time_factor": fac})
+
+
+def _lloq(d, what):
+    if d.lloq is None:
+        raise SpecError(f"[data]: censoring {what} needs a limit. Fix: set lloq = 5.0 (in the "
+                        "dv unit) in [data]")
+    return float(d.lloq)
+
+
+def _missing(d, rows, mask, what, df, subj):
+    if d.missing == "error":
+        i = int(np.flatnonzero(mask)[0])
+        raise DataError(what, row=i + 1, subject=subj[i],
+                        fix="fill it, or set missing = 'drop' in [data] to drop such rows")
+    rows.loc[mask, "reason"] = f"{what} (missing = 'drop')"
+
+
+def progression_cut(subj, t, y, rel: float = 0.2, abs_mm: float = 5.0) -> np.ndarray:
+    """Mask keeping each subject's observations up to and including the first one that is
+    >= 20% and >= 5 mm above the running nadir (RECIST 1.1 target-lesion PD), rows sorted by
+    subject then time."""
+    keep = np.ones(len(y), bool)
+    start = 0
+    n = len(y)
+    while start < n:
+        end = start
+        while end < n and subj[end] == subj[start]:
+            end += 1
+        nadir = np.inf
+        stopped = False
+        for i in range(start, end):
+            if stopped:
+                keep[i] = False
+                continue
+            if np.isfinite(nadir) and y[i] >= (1 + rel) * nadir and y[i] - nadir >= abs_mm:
+                stopped = True
+            nadir = min(nadir, y[i])
+        start = end
+    return keep
+
+
+def _read_nonmem(spec) -> FitData:
+    from ..events import read_nonmem
+    d = spec.data
+    table = read_nonmem(d.path, time_unit=d.time_unit)
+    df = table.df
+    _require(df, list(d.covariates), f"data file {d.path}")
+    obs = df[(df["EVID"] == 0) & (df["MDV"] == 0)].copy()
+    if obs.empty:
+        raise DataError(f"data file {d.path}: no observation records (EVID 0 with MDV 0 and a "
+                        "DV)", column="DV", fix="check that the file has a DV column and "
+                        "observation records")
+    rows = pd.DataFrame({"row": df["ROW"].to_numpy(), "used": False,
+                         "reason": np.where(df["EVID"] == 0, "MDV=1", "dose/other event")})
+    ids = list(pd.unique(df["ID"]))
+    pos = {s: i for i, s in enumerate(ids)}
+    yv = obs["DV"].to_numpy(float)
+    bad = ~np.isfinite(yv)
+    if bad.any():
+        r = obs.iloc[int(np.flatnonzero(bad)[0])]
+        raise DataError("observation record without DV", row=int(r["ROW"]), subject=r["ID"],
+                        fix="set MDV=1 on records without a value")
+    cens = (obs["CENS"].to_numpy() == 1) if "CENS" in obs else np.zeros(len(obs), bool)
+    rows.loc[df.index.isin(obs.index), ["used", "reason"]] = [True, "used"]
+    covs = {}
+    for c in d.covariates:
+        v = pd.to_numeric(df[c], errors="coerce").groupby(df["ID"], sort=False).first()
+        if v.loc[ids].isna().any():
+            s = v.loc[ids][v.loc[ids].isna()].index[0]
+            raise DataError(f"covariate {c} is missing for this subject", subject=s, column=c,
+                            fix="fill it on at least one record")
+        covs[c] = v.loc[ids].to_numpy(float)
+    fac = time_factor(d.time_unit, spec.time_unit)
+    return FitData(subjects=[str(s) for s in ids],
+                   obs_subject=np.array([pos[s] for s in obs["ID"]]),
+                   obs_time=obs["TIME"].to_numpy(float) * fac, y=yv, censored=cens,
+                   covariates=covs, rows=rows, sha256=_sha(d.path), events=table,
+                   obs_row=obs["ROW"].to_numpy(), meta={"time_factor": fac})

@@ -1,0 +1,190 @@
+"""Simulated trials with known truth, for parameter-recovery fits (``[data] format = "simulate"``).
+
+The ``[simulate]`` section of a spec::
+
+    [simulate]
+    n = 120                     # patients, split over the arms in [simulate.arms] (counts)
+    seed = 7
+    days = 728                  # follow-up horizon (days)
+    baseline_day = -7           # baseline scan before the first dose
+    scan_every_days = 42        # every 6 weeks ...
+    scan_switch_day = 168       # ... until week 24,
+    scan_every_days_late = 63   # then every 9 weeks
+    arms = { triplet = 40, durvalumab_ep = 40, anlotinib_ep = 40 }
+    truth = { PSI = 0.5 }       # overrides of the card's typical values
+    iiv = ["BASE", "KG", "KCHEMO", "KIO", "LAMBDA"]   # parameters with IIV (card omega2)
+
+Patients get the card's typical PK (the fit conditions on the same drivers, sequential PK/PD),
+tumour parameters with log-normal (or additive) IIV from the card's variances, the card's
+residual error, and scans on the schedule until RECIST progression (+20% and +5 mm over the
+nadir; the PD scan is kept, later ones are not taken). The truth (population values, each
+patient's parameters, resistance onset, time to nadir, depth) is kept in ``FitData.meta``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .. import combination as cm
+from ..errors import SpecError
+from ..simulate import patient_drivers
+from .data import FitData, progression_cut
+
+__all__ = ["simulate_data", "scan_days"]
+
+
+def scan_days(days: float, baseline_day: float = -7.0, every: float = 42.0,
+              switch_day: float = 168.0, every_late: float = 63.0) -> np.ndarray:
+    """Baseline, then every ``every`` days to ``switch_day``, then every ``every_late`` days."""
+    early = np.arange(every, switch_day + 1e-9, every)
+    late = np.arange(early[-1] + every_late if early.size else every_late, days + 1e-9,
+                     every_late)
+    return np.concatenate([[baseline_day], early, late])
+
+
+def simulate_data(spec) -> FitData:
+    sim = dict(spec.raw.get("simulate", {}))
+    if spec.card is None or spec.model_kind != "tumour_card":
+        raise SpecError("[simulate] needs a tumour card in [model] (e.g. card = "
+                        "'sclc_triplet_tgi')")
+    card = spec.card
+    known = {"n", "seed", "days", "baseline_day", "scan_every_days", "scan_switch_day",
+             "scan_every_days_late", "arms", "truth", "iiv", "covariates"}
+    extra = set(sim) - known
+    if extra:
+        raise SpecError(f"[simulate]: unknown setting(s) {', '.join(sorted(extra))}. Fix: use "
+                        f"{', '.join(sorted(known))}")
+    seed = int(sim.get("seed", 1))
+    days = float(sim.get("days", 728))
+    arms = dict(sim.get("arms", {"default": int(sim.get("n", 120))}))
+    n = int(sum(arms.values()))
+    if "n" in sim and int(sim["n"]) != n:
+        raise SpecError(f"[simulate]: n = {sim['n']} but the arms add up to {n}")
+    for a in arms:
+        if a not in spec.regimens:
+            raise SpecError(f"[simulate] arm {a!r} has no regimen. Fix: add [regimens.{a}]")
+    rng = np.random.default_rng(seed)
+    typ = {k: float(v["value"]) for k, v in card.raw["parameters"].items()}
+    truth = {k: float(v) for k, v in dict(sim.get("truth", {})).items()}
+    bad = [k for k in truth if k not in typ]
+    if bad:
+        raise SpecError(f"[simulate] truth: unknown parameter(s) {bad}. Fix: use {list(typ)}")
+    typ.update(truth)
+    iiv = list(sim.get("iiv", card.iiv_names))
+    card_iiv = card.raw.get("iiv", {})
+    for k in iiv:
+        if k not in card_iiv:
+            raise SpecError(f"[simulate] iiv: {k} has no IIV variance in card {card.name}")
+    arm_of = np.repeat(list(arms), list(arms.values()))
+    params = {k: np.full(n, v) for k, v in typ.items()}
+    for k in iiv:
+        eta = rng.normal(0.0, np.sqrt(float(card_iiv[k]["omega2"])), n)
+        if card_iiv[k].get("type", "exp") == "add":
+            params[k] = params[k] + eta
+        else:
+            params[k] = params[k] * np.exp(eta)
+    cm.check_params(params, "[simulate] truth")
+    step = float(card.structure.get("grid_step_day", 1.0))
+    horizon = step * (np.ceil(days / step) + 1)
+    drivers = {s: np.zeros((n, int(round(horizon / step)))) for s in cm.DRIVERS}
+    cov = sim.get("covariates") or spec.raw.get("covariates")
+    for a in arms:
+        r = dict(spec.regimens[a])
+        r.pop("covariates", None)
+        dr = patient_drivers(card, r, horizon, covariates=cov, step_day=step)
+        for s in cm.DRIVERS:
+            drivers[s][arm_of == a] = dr[s][0]
+    times = scan_days(days, float(sim.get("baseline_day", -7.0)),
+                      float(sim.get("scan_every_days", 42.0)),
+                      float(sim.get("scan_switch_day", 168.0)),
+                      float(sim.get("scan_every_days_late", 63.0)))
+    P = {k: jnp.asarray(v) for k, v in params.items()}
+    dj = {k: jnp.asarray(v) for k, v in drivers.items()}
+
+    def one(p, d):
+        return cm.trajectory(p, d, jnp.asarray(times), step)
+
+    ipred, der = jax.jit(jax.vmap(one))(P, dj)
+    ipred = np.asarray(ipred)
+    res = card.residual
+    sd = np.sqrt(float(res.get("add_sd", 0.0)) ** 2
+                 + (float(res.get("prop_sd", 0.0)) * ipred) ** 2)
+    dv = np.maximum(ipred + sd * rng.standard_normal(ipred.shape), 0.0)
+    subj = np.repeat(np.arange(n), len(times))
+    t = np.tile(times, n)
+    y = dv.ravel()
+    keep = progression_cut(subj, t, y)
+    ids = [f"P{i + 1:03d}" for i in range(n)]
+    patients = pd.DataFrame({"subject": ids, "arm": arm_of, **{k: np.asarray(v) for k, v in
+                                                                 params.items()}})
+    for k, v in der.items():
+        patients[f"true_{k}"] = np.asarray(v)
+    frame = pd.DataFrame({"subject": np.asarray(ids)[subj[keep]], "time_day": t[keep],
+                          "sld_mm": y[keep], "arm": arm_of[subj[keep]],
+                          "ipred_mm": ipred.ravel()[keep]})
+    sha = hashlib.sha256(frame.to_csv(index=False).encode()
+                         + json.dumps(sim, sort_keys=True).encode()).hexdigest()
+    rows = pd.DataFrame({"row": np.arange(1, len(y) + 1), "used": keep,
+                         "reason": np.where(keep, "used", "after the first progression "
+                                                          "(scans stop at PD)"),
+                         "subject": np.asarray(ids)[subj]})
+    return FitData(subjects=ids, obs_subject=subj[keep], obs_time=t[keep], y=y[keep],
+                   censored=np.zeros(int(keep.sum()), bool), arms=list(arm_of), rows=rows,
+                   sha256=sha, obs_row=np.flatnonzero(keep) + 1,
+                   meta={"simulated": True, "truth_population": typ, "iiv": iiv,
+                         "truth_patients": patients, "frame": frame, "seed": seed,
+                         "scan_days": times.tolist()})
+
+
+def population_truth(spec, data: FitData) -> dict:
+    """True value of each reported population parameter that has one (simulated data)."""
+    typ = data.meta["truth_population"]
+    iiv = data.meta["iiv"]
+    card_iiv = spec.card.raw.get("iiv", {})
+    res = spec.card.residual
+    out = {}
+    for name in spec.thetas:
+        if name in typ:
+            out[name] = float(typ[name])
+    for b in spec.omegas:
+        for e, name in zip(b.etas, b.names, strict=False):
+            par = e.removeprefix("eta_")
+            if par in iiv:
+                v = float(card_iiv[par]["omega2"])
+                out[name] = v if b.report == "variance" else float(np.sqrt(v))
+    for role, key in (("add", "add_sd"), ("prop", "prop_sd")):
+        if role in spec.residual.names and key in res:
+            v = float(res[key])
+            out[spec.residual.names[role]] = v ** 2 if spec.residual.variance[role] else v
+    return out
+
+
+def recovery_check(result, spec, data: FitData, level: float = 0.90) -> dict:
+    """Coverage of the population truths by the posterior intervals (q5-q95), the synergy
+    decision, and per-patient resistance-onset coverage."""
+    truth = population_truth(spec, data)
+    summ = result.summary.set_index("parameter")
+    rows = []
+    for name, v in truth.items():
+        lo, hi = float(summ.loc[name, "q5"]), float(summ.loc[name, "q95"])
+        rows.append({"parameter": name, "truth": v, "q5": lo, "q95": hi,
+                     "mean": float(summ.loc[name, "mean"]), "covered": bool(lo <= v <= hi)})
+    out = {"population": rows,
+           "coverage": float(np.mean([r["covered"] for r in rows])) if rows else None,
+           "n_parameters": len(rows)}
+    est = result.record.get("estimands") or {}
+    if est.get("synergy"):
+        out["psi_truth"] = float(data.meta["truth_population"].get("PSI", np.nan))
+        out["p_psi_gt_0"] = est["synergy"]["p_gt_0"]
+    if result.estimands is not None:
+        from .estimands import coverage
+        tp = data.meta["truth_patients"].set_index("subject")
+        t = {s: float(tp.loc[s, "true_resistance_onset_day"]) for s in tp.index}
+        out["onset_coverage"] = coverage(result.estimands, t, level=level)
+    return out

@@ -1,0 +1,534 @@
+"""Running a population fit: sampling in checkpointed batches, post-processing, saving, loading.
+
+Output folder (default: next to the spec, ``fits/NAME/``)::
+
+    posterior.nc    ArviZ InferenceData: posterior (population, eta, indiv), sample_stats, prior,
+                    observed/constant data, log_likelihood summed by subject
+    summary.csv     parameter, mean, sd, q5, q95, ess_bulk, r_hat (population parameters)
+    fit.json        hashes (spec, data, cards), seeds, versions, sampler settings, wall times,
+                    diagnostics (convergence, divergences, BFMI, shrinkage, prior/posterior
+                    overlap, PPC, PSIS-LOO), failed-solve counts, estimands
+    estimands.csv   per-patient resistance onset, time to nadir, depth (tumour-card fits)
+    report.md       the same, for people
+and, while a fit runs, its per-batch checkpoints in the sibling folder ``.NAME.partial/``
+(removed when the fit completes).
+
+The folder is assembled in a temporary sibling and swapped in at the end, so a reader never sees
+a half-written fit. An interrupted fit resumes from its completed batches (``resume=True``, the
+default) when the spec, data and settings are unchanged, or restarts cleanly (``resume=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SpecError
+from ..io import atomic_write_text
+from .data import FitData, read_fit_data
+from .model import FAILURES, build_model
+from .problem import Problem, build_problem
+from .spec import Spec, load_spec
+
+__all__ = ["fit", "load_fit", "FitResult", "prepare", "SUMMARY_COLUMNS"]
+
+SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "q95", "ess_bulk", "r_hat"]
+_VERSIONS = ("pkpd", "numpy", "scipy", "jax", "jaxlib", "pymc", "pytensor", "nutpie", "numpyro",
+             "arviz", "pandas", "xarray")
+
+
+@dataclass
+class FitResult:
+    """A finished fit: the InferenceData, the summary table and the fit.json record."""
+
+    idata: object
+    summary: pd.DataFrame
+    record: dict
+    path: Path | None = None
+    estimands: pd.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        d = self.record.get("diagnostics", {})
+        return (f"FitResult({self.record.get('name')!r}, {self.record.get('n_subjects')} subjects, "
+                f"{self.record.get('n_obs')} observations, problems={d.get('problems', [])})")
+
+
+def _log(msg: str, progress: bool) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for p in _VERSIONS:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def prepare(spec: Spec | str | os.PathLike, data: FitData | None = None,
+            centered: dict | None = None):
+    """Spec, data, likelihood problem and PyMC model, all validated (nothing sampled)."""
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    if data is None:
+        if spec.data.format == "simulate":
+            from .recovery import simulate_data
+            data = simulate_data(spec)
+        else:
+            data = read_fit_data(spec)
+    problem = build_problem(spec, data)
+    model, info = build_model(spec, problem, centered)
+    return spec, data, problem, model, info
+
+
+#: subjects whose pilot posterior SD of eta is below this fraction of omega are sampled centred
+AUTO_CENTRE_RATIO = 0.5
+
+
+def choose_centring(spec: Spec, model, info, progress: bool) -> tuple[dict, dict]:
+    """Per-subject centring of ``centered = "auto"`` etas from a short pilot run.
+
+    The pilot samples every subject centred (2 chains, 150 tuning + 100 draws, nutpie). A
+    subject whose posterior SD of eta is below ``AUTO_CENTRE_RATIO`` x omega is informed by
+    its data and stays centred; the others (prior-dominated) are sampled non-centred, which
+    removes the funnel between omega and weakly informed subjects. The posterior is the same
+    either way; only the sampler's geometry changes.
+    """
+    auto = [b.etas[0] for b in spec.omegas if b.kind == "diag" and b.centered == "auto"]
+    if not auto:
+        return {}, {}
+    import nutpie
+    _log(f"pilot run to choose centred/non-centred subjects for {', '.join(auto)}", progress)
+    t = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(model, backend="jax", gradient_backend="jax",
+                                         initial_points=info.initvals or None)
+    pilot = nutpie.sample(compiled, chains=2, tune=150, draws=100, seed=int(spec.sampler.seed),
+                          cores=2, progress_bar=False, save_warmup=False)
+    eta = pilot.posterior["eta"]
+    sd = eta.std(("chain", "draw")).values                   # subject x eta
+    om = pilot.posterior["omega_sd"].mean(("chain", "draw")).values
+    names = list(eta.coords["eta_name"].values)
+    masks, rec = {}, {"pilot_s": time.perf_counter() - t, "ratio": AUTO_CENTRE_RATIO}
+    for e in auto:
+        k = names.index(e)
+        masks[e] = sd[:, k] / om[k] < AUTO_CENTRE_RATIO
+        rec[e] = {"centred": int(masks[e].sum()), "non_centred": int((~masks[e]).sum())}
+    _log(f"pilot: {rec}", progress)
+    return masks, rec
+
+
+def _fingerprint(spec: Spec, data: FitData) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(spec.raw, sort_keys=True, default=str).encode())
+    h.update(data.sha256.encode())
+    return h.hexdigest()
+
+
+# ---- samplers -----------------------------------------------------------------------------------
+def _sample_batch(spec: Spec, model, info, chains: int, seed: int, progress: bool,
+                  cache: dict):
+    s = spec.sampler
+    if s.name == "nutpie":
+        import nutpie
+        if "nutpie" not in cache:
+            t = time.perf_counter()
+            cache["nutpie"] = nutpie.compile_pymc_model(
+                model, backend="jax", gradient_backend="jax",
+                initial_points=info.initvals or None)
+            cache["compile_s"] = time.perf_counter() - t
+        return nutpie.sample(cache["nutpie"], chains=chains, tune=s.tune, draws=s.draws,
+                             seed=seed, cores=chains, progress_bar=progress,
+                             target_accept=s.target_accept, maxdepth=s.max_treedepth,
+                             save_warmup=False, low_rank_modified_mass_matrix=s.low_rank)
+    import pymc as pm
+    kw = dict(draws=s.draws, tune=s.tune, chains=chains, random_seed=seed,
+              initvals=info.initvals or None,
+              target_accept=s.target_accept, progressbar=progress,
+              compute_convergence_checks=False, return_inferencedata=True)
+    with model:
+        if s.name == "pymc":
+            return pm.sample(nuts_sampler="pymc", cores=1, max_treedepth=s.max_treedepth, **kw)
+        if s.name == "numpyro":
+            return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={
+                "chain_method": "vectorized", "max_tree_depth": s.max_treedepth}, **kw)
+        if s.name == "blackjax":
+            from .blackjax_nuts import sample_blackjax
+            return sample_blackjax(model, **kw, max_treedepth=s.max_treedepth)
+    raise SpecError(f"sampler {s.name!r} is unknown")
+
+
+def _prior_draws(spec: Spec, model, n: int, seed: int):
+    """Population parameters drawn from their priors (for prior/posterior overlap)."""
+    import pymc as pm
+    free = {v.name for v in model.free_RVs}
+    names = [v for v in spec.population_names if v in free or v in model.named_vars]
+    flat = [v.name for v in model.free_RVs if type(v.owner.op).__name__ == "FlatRV"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if flat:       # inverse-Wishart blocks: Omega drawn directly from scipy
+            keep = [v for v in names if v in free]
+            pri = pm.sample_prior_predictive(draws=n, var_names=keep, model=model,
+                                             random_seed=seed, return_inferencedata=True)
+            post = pri.prior
+            rng = np.random.default_rng(seed)
+            from scipy.stats import invwishart
+            for b in spec.omegas:
+                if b.kind != "invwishart":
+                    continue
+                om = np.asarray(b.iw_omega)
+                draws = invwishart(df=b.iw_df, scale=b.iw_df * om).rvs(n, random_state=rng)
+                draws = draws.reshape(n, len(b.etas), len(b.etas))
+                rr, cc = np.tril_indices(len(b.etas))
+                for k, name in enumerate(b.names):
+                    post[name] = (("chain", "draw"), draws[None, :, rr[k], cc[k]])
+            return pri
+        return pm.sample_prior_predictive(draws=n, var_names=names, model=model,
+                                          random_seed=seed, return_inferencedata=True)
+
+
+# ---- post-processing --------------------------------------------------------------------------
+def _draws_of(idata, var):
+    a = idata.posterior[var].values
+    return a.reshape((-1,) + a.shape[2:])
+
+
+def posterior_predictions(problem: Problem, idata, chunk: int = 64, seed: int = 0):
+    """Pointwise log-likelihood and posterior-predictive draws ``(chain, draw, obs)``."""
+    import jax
+    import jax.numpy as jnp
+    spec = problem.spec
+    roles = problem.residual_roles
+    P = _draws_of(idata, "indiv")
+    R = np.stack([_draws_of(idata, spec.residual.names[r]) for r in roles], axis=1)
+    R = np.where([spec.residual.variance[r] for r in roles], np.sqrt(R), R)
+
+    def one(p, r):
+        rd = {role: r[k] for k, role in enumerate(roles)}
+        f = problem.predict(p)
+        sd = problem.resid_sd(f, rd)
+        lp = problem.pointwise(p, rd)
+        return lp, problem.flat(f), problem.flat(sd)
+
+    fn = jax.jit(jax.vmap(one))
+    lps, fs, sds = [], [], []
+    n = P.shape[0]
+    for i in range(0, n, chunk):
+        j = min(i + chunk, n)
+        pad = chunk - (j - i)
+        p = np.concatenate([P[i:j], np.repeat(P[j - 1:j], pad, 0)]) if pad else P[i:j]
+        r = np.concatenate([R[i:j], np.repeat(R[j - 1:j], pad, 0)]) if pad else R[i:j]
+        lp, f, sd = fn(jnp.asarray(p), jnp.asarray(r))
+        lps.append(np.asarray(lp)[: j - i])
+        fs.append(np.asarray(f)[: j - i])
+        sds.append(np.asarray(sd)[: j - i])
+    lp, f, sd = np.concatenate(lps), np.concatenate(fs), np.concatenate(sds)
+    rng = np.random.default_rng(seed)
+    yrep = f + sd * rng.standard_normal(f.shape)
+    shape = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    return (lp.reshape(shape + lp.shape[1:]), yrep.reshape(shape + yrep.shape[1:]),
+            f.reshape(shape + f.shape[1:]))
+
+
+def _assemble(spec, data, problem, idata, prior, progress):
+    import arviz as az
+    import xarray as xr
+    _log("post-processing: log-likelihood and posterior predictive draws", progress)
+    lp, yrep, _ = posterior_predictions(problem, idata, seed=spec.sampler.seed)
+    obs = np.arange(data.n_obs)
+    idata.add_groups({
+        "log_likelihood": xr.Dataset({"y": (("chain", "draw", "obs"), lp)},
+                                     coords={"obs": obs}),
+        "posterior_predictive": xr.Dataset({"y": (("chain", "draw", "obs"), yrep)},
+                                           coords={"obs": obs}),
+        "observed_data": xr.Dataset({"y": (("obs",), data.y)}, coords={"obs": obs}),
+        "constant_data": xr.Dataset({
+            "obs_subject": (("obs",), np.asarray(data.obs_subject)),
+            "obs_time": (("obs",), data.obs_time),
+            "censored": (("obs",), data.censored)}, coords={"obs": obs}),
+    })
+    if prior is not None:
+        idata.add_groups({"prior": prior.prior})
+    del az
+    return idata
+
+
+def _diagnostics(spec, idata, population):
+    from . import diagnostics as dg
+    rep = dg.report(idata, population, max_tree_depth=spec.sampler.max_treedepth)
+    try:
+        rep["loo_by_observation"] = dg.loo(idata, by="obs")
+    except Exception as e:       # noqa: BLE001 - reported, not fatal
+        rep["loo_by_observation"] = {"error": str(e)}
+    return rep
+
+
+def _estimands(spec, problem, idata):
+    if spec.model_kind != "tumour_card":
+        return None, {}
+    from . import estimands as es
+    out = {}
+    if "PSI" in idata.posterior:
+        out["synergy"] = es.synergy(idata, "PSI")
+    table = es.patient_estimands(idata, problem.extra["drivers"],
+                                 step_day=problem.extra["step_day"], seed=spec.sampler.seed)
+    out["population_onset"] = es.population_onset(table)
+    return table, out
+
+
+def _summary(idata, population) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from .diagnostics import convergence
+    full = convergence(idata, population)
+    return full[SUMMARY_COLUMNS].copy(), full
+
+
+def _slim_posterior(idata):
+    """What goes into posterior.nc: everything except the non-centred z's (recomputable)."""
+    post = idata.posterior
+    drop = [v for v in post.data_vars if v.startswith("z_")]
+    out = idata.copy()
+    out.posterior = post.drop_vars(drop)
+    if "log_likelihood" in out.groups():
+        ll = out.log_likelihood["y"]
+        subj = out.constant_data["obs_subject"].values
+        n_s = int(subj.max()) + 1
+        summed = np.zeros(ll.shape[:2] + (n_s,))
+        np.add.at(summed, (slice(None), slice(None), subj), ll.values)
+        import xarray as xr
+        out.log_likelihood = xr.Dataset({"y_subject": (("chain", "draw", "subject"), summed)},
+                                        coords={"subject": post.coords["subject"].values})
+    if "posterior_predictive" in out.groups():
+        del out.posterior_predictive
+    return out
+
+
+# ---- main entry -------------------------------------------------------------------------------
+def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
+        resume: bool = True, progress: bool = True, data: FitData | None = None,
+        overrides: dict | None = None, write: bool = True) -> FitResult:
+    """Run the fit a spec describes and write its folder (see module docstring).
+
+    Parameters
+    ----------
+    spec : Spec or path of a TOML spec
+    out : folder for the results (default: ``<spec folder>/<name>``)
+    resume : reuse completed chain batches of an interrupted run with the same spec and data;
+        ``False`` deletes them and starts again
+    overrides : sampler settings to change, e.g. ``{"draws": 200, "chains": 2}``
+    """
+    t0 = time.perf_counter()
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, overrides=overrides)
+    elif overrides:
+        spec = load_spec(spec.path or spec.raw, overrides=overrides)
+    spec, data, problem, model, info = prepare(spec, data)
+    s = spec.sampler
+    centring: dict = {}
+    out = Path(out) if out is not None else (
+        (spec.path.parent if spec.path else Path("fits")) / spec.name)
+    partial = out.parent / f".{out.name}.partial"
+    fp = _fingerprint(spec, data)
+    if not resume and partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp = partial / "fingerprint.txt"
+    if stamp.exists() and stamp.read_text() != fp:
+        _log(f"{partial}: checkpoints belong to another spec/data version; starting again",
+             progress)
+        shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+    atomic_write_text(stamp, fp)
+    _log(f"fit {spec.name}: {data.n_subjects} subjects, {data.n_obs} observations, "
+         f"{len(spec.population_names)} population parameters, sampler {s.name} "
+         f"({s.chains} chains x {s.tune} tune + {s.draws} draws)", progress)
+    import arviz as az
+    done = [b for b in range(-(-s.chains // s.chains_per_batch))
+            if resume and (partial / f"batch{b}.nc").exists()]
+    masks_file = partial / "centring.npz"
+    if any(b.centered == "auto" and b.kind == "diag" for b in spec.omegas):
+        if done and masks_file.exists():
+            z = np.load(masks_file)
+            masks = {k: z[k] for k in z.files}
+            centring = {"resumed": True}
+        else:
+            masks, centring = choose_centring(spec, model, info, progress)
+            tmpz = partial / "centring.tmp.npz"
+            np.savez(tmpz, **masks)
+            os.replace(tmpz, masks_file)
+        model, info = build_model(spec, problem, masks)
+    FAILURES.reset()
+    cache: dict = {}
+    batches, seeds, timings = [], [], []
+    n_batches = -(-s.chains // s.chains_per_batch)
+    for b in range(n_batches):
+        k = min(s.chains_per_batch, s.chains - b * s.chains_per_batch)
+        seed = int(s.seed) * 1000 + b
+        seeds.append(seed)
+        ck = partial / f"batch{b}.nc"
+        meta = partial / f"batch{b}.json"
+        if resume and ck.exists() and meta.exists():
+            _log(f"batch {b + 1}/{n_batches}: resumed from {ck.name}", progress)
+            batches.append(az.from_netcdf(ck))
+            timings.append(json.loads(meta.read_text()))
+            continue
+        _log(f"batch {b + 1}/{n_batches}: sampling {k} chain(s), seed {seed}", progress)
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            res = _sample_batch(spec, model, info, k, seed, progress, cache)
+        dt = time.perf_counter() - t
+        rec = {"batch": b, "chains": k, "seed": seed, "seconds": dt,
+               "compile_s": cache.pop("compile_s", 0.0), **FAILURES.as_dict()}
+        FAILURES.reset()
+        tmp = ck.with_suffix(".tmp.nc")
+        res.to_netcdf(tmp)
+        os.replace(tmp, ck)
+        atomic_write_text(meta, json.dumps(rec))
+        batches.append(res)
+        timings.append(rec)
+        _log(f"batch {b + 1}/{n_batches}: {dt:.0f} s", progress)
+    idata = _concat(batches)
+    prior = _prior_draws(spec, model, 1000, s.seed)
+    idata = _assemble(spec, data, problem, idata, prior, progress)
+    pop = spec.population_names
+    summary, full = _summary(idata, pop)
+    diag = _diagnostics(spec, idata, pop)
+    est_table, est = _estimands(spec, problem, idata)
+    sampling_s = sum(t["seconds"] for t in timings)
+    failures = {"failed_evaluations": sum(t["failed_evaluations"] for t in timings),
+                "failed_predictions": sum(t["failed_predictions"] for t in timings)}
+    record = {
+        "name": spec.name, "description": spec.description,
+        "spec": str(spec.path) if spec.path else None, "spec_sha256": spec.sha256(),
+        "data": str(spec.data.path) if spec.data.path else "simulated",
+        "data_sha256": data.sha256, "cards": _card_hashes(spec),
+        "n_subjects": data.n_subjects, "n_obs": data.n_obs,
+        "n_censored": int(np.sum(data.censored)),
+        "data_rows": (data.rows["reason"].value_counts().to_dict()
+                      if data.rows is not None else {}),
+        "model": {"kind": spec.model_kind, "ref": spec.model_ref, "time_unit": spec.time_unit,
+                  "individual": {k: v.text for k, v in spec.individual.items()},
+                  "fixed": spec.fixed, "residual": spec.residual.model},
+        "sampler": asdict(s), "seeds": {"master": s.seed, "batches": seeds},
+        "versions": versions(), "platform": platform.platform(),
+        "timing": {"total_s": time.perf_counter() - t0, "sampling_s": sampling_s,
+                   "batches": timings},
+        "failures": failures, "centring": centring,
+        "diagnostics": diag, "convergence": full.to_dict(orient="records"),
+        "estimands": est,
+        "data_meta": {k: v for k, v in data.meta.items() if not isinstance(v, pd.DataFrame)},
+    }
+    record = _jsonable(record)
+    result = FitResult(idata, summary, record, out, est_table)
+    if data.meta.get("simulated"):
+        from .recovery import recovery_check
+        result.record["recovery"] = _jsonable(recovery_check(result, spec, data))
+    if write:
+        _write(result, out, partial, spec, data)
+    _log(f"fit {spec.name}: done in {record['timing']['total_s']:.0f} s; "
+         f"problems: {record['diagnostics'].get('problems') or 'none'}", progress)
+    return result
+
+
+def _card_hashes(spec):
+    if spec.card is None:
+        return {}
+    out = {spec.card.name: spec.card.sha256}
+    for d in spec.card.raw.get("drivers", {}).values():
+        from ..cards import load_card
+        c = load_card(d["card"])
+        out[c.name] = c.sha256
+    return out
+
+
+def _concat(batches):
+    import arviz as az
+    if len(batches) == 1:
+        return batches[0]
+    fixed = []
+    start = 0
+    for b in batches:
+        n = b.posterior.sizes["chain"]
+        fixed.append(b.assign_coords(chain=np.arange(start, start + n), groups=[
+            g for g in ("posterior", "sample_stats") if g in b.groups()]))
+        start += n
+    return az.concat(*fixed, dim="chain")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _write(result: FitResult, out: Path, partial: Path, spec, data) -> None:
+    from .report import fit_report
+    tmp = out.parent / f".{out.name}.writing"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _slim_posterior(result.idata).to_netcdf(tmp / "posterior.nc")
+    result.summary.to_csv(tmp / "summary.csv", index=False, float_format="%.6g")
+    (tmp / "fit.json").write_text(json.dumps(result.record, indent=1))
+    if result.estimands is not None:
+        result.estimands.to_csv(tmp / "estimands.csv", index=False, float_format="%.6g")
+    if data.rows is not None:
+        data.rows.to_csv(tmp / "data_rows.csv", index=False)
+    if data.meta.get("simulated"):
+        data.meta["frame"].to_csv(tmp / "data.csv", index=False, float_format="%.6g")
+        data.meta["truth_patients"].to_csv(tmp / "truth_patients.csv", index=False,
+                                           float_format="%.6g")
+    if spec.path is not None:
+        shutil.copy2(spec.path, tmp / "spec.toml")
+    (tmp / "report.md").write_text(fit_report(result))
+    old = out.parent / f".{out.name}.old"
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def load_fit(path: str | os.PathLike) -> FitResult:
+    """Load a fit folder written by :func:`fit` (posterior, summary, record, estimands)."""
+    import arviz as az
+    path = Path(path)
+    if not (path / "fit.json").exists():
+        partial = path.parent / f".{path.name}.partial"
+        hint = (f" An interrupted run left checkpoints in {partial}; run `pkpd fit SPEC` again "
+                "to resume it." if partial.exists() else "")
+        raise SpecError(f"{path} is not a finished fit (no fit.json).{hint}")
+    record = json.loads((path / "fit.json").read_text())
+    summary = pd.read_csv(path / "summary.csv")
+    idata = az.from_netcdf(path / "posterior.nc") if (path / "posterior.nc").exists() else None
+    est = pd.read_csv(path / "estimands.csv") if (path / "estimands.csv").exists() else None
+    return FitResult(idata, summary, record, path, est)

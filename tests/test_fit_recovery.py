@@ -1,0 +1,136 @@
+"""Parameter recovery: fits of data simulated with known truth.
+
+The fast test (default run) simulates a 60-patient Stein-Fojo trial in numpy, fits it through
+the whole `pkpd.fit` path (spec -> data -> JAX likelihood -> PyMC model -> nutpie -> folder), and
+checks the population truths against the posterior. The full recoveries (`fits/*.toml`: the
+120-patient combination-model trials with PSI = 0.5 and PSI = 0, and the reference fits) are
+marked `slow` and run on demand: `python3 tasks.py test -m slow -k recovery`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pkpd.fit import fit, load_fit, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+FITS = ROOT / "fits"
+
+TRUTH = {"mu_b": np.log(60.0), "mu_s": np.log(0.8), "mu_g": np.log(0.6),
+         "omega_b": 0.4, "omega_s": 0.5, "omega_g": 0.5, "sigma": 0.1}
+
+
+def _simulate(path: Path, n: int = 60, seed: int = 11) -> None:
+    rng = np.random.default_rng(seed)
+    days = np.array([-10.0, 42, 84, 126, 168, 252, 336])
+    rows = []
+    for i in range(n):
+        b = np.exp(TRUTH["mu_b"] + TRUTH["omega_b"] * rng.standard_normal())
+        s = np.exp(TRUTH["mu_s"] + TRUTH["omega_s"] * rng.standard_normal())
+        g = np.exp(TRUTH["mu_g"] + TRUTH["omega_g"] * rng.standard_normal())
+        t = days / 365.25
+        f = np.where(t >= 0, b * (np.exp(-s * t) + np.exp(g * t) - 1), b * np.exp(g * t))
+        y = f * (1 + TRUTH["sigma"] * rng.standard_normal(len(t)))
+        rows += [{"ID": f"S{i}", "DAY": d, "SLD": v} for d, v in zip(days, y, strict=True)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _spec(data: Path) -> dict:
+    return {
+        "fit": {"name": "sf_recovery"},
+        "model": {"tgi": "stein_fojo", "time_unit": "year"},
+        "data": {"path": str(data), "format": "long", "subject": "ID", "time": "DAY",
+                 "time_unit": "day", "dv": "SLD"},
+        "theta": {"mu_b": "Normal(log(65), 1)", "mu_s": "Normal(log(0.52), 1)",
+                  "mu_g": "Normal(log(1.04), 1)"},
+        "individual": {"y0": "exp(mu_b + eta_b)", "d": "exp(mu_s + eta_s)",
+                       "g": "exp(mu_g + eta_g)"},
+        "omega": {"eta_b": {"prior": "HalfNormal(1)", "name": "omega_b", "mu": "mu_b"},
+                  "eta_s": {"prior": "HalfNormal(1)", "name": "omega_s"},
+                  "eta_g": {"prior": "HalfNormal(1)", "name": "omega_g"}},
+        "residual": {"model": "proportional",
+                     "prop": {"prior": "HalfNormal(1)", "name": "sigma", "init": 0.2}},
+        "sampler": {"name": "nutpie", "chains": 2, "tune": 400, "draws": 300, "seed": 3,
+                    "chains_per_batch": 2},
+    }
+
+
+def test_fast_stein_fojo_recovery(tmp_path):
+    data = tmp_path / "sf.csv"
+    _simulate(data)
+    spec = load_spec(_spec(data))
+    res = fit(spec, out=tmp_path / "fit", progress=False)
+    summ = res.summary.set_index("parameter")
+    assert list(summ.index) == list(TRUTH)
+    # every truth within 3 posterior SDs of the posterior mean, and at least 5 of the 7 inside
+    # the 90% interval (7 independent 90% intervals all covering has probability 0.48)
+    z = {k: abs(summ.loc[k, "mean"] - v) / summ.loc[k, "sd"] for k, v in TRUTH.items()}
+    assert max(z.values()) < 3.0, z
+    inside = sum(summ.loc[k, "q5"] <= v <= summ.loc[k, "q95"] for k, v in TRUTH.items())
+    assert inside >= 5, summ
+    assert summ["r_hat"].max() < 1.05
+    assert res.record["diagnostics"]["sampler"]["n_divergent"] == 0
+    # the folder round-trips
+    back = load_fit(tmp_path / "fit")
+    pd.testing.assert_frame_equal(back.summary, res.summary, check_exact=False, rtol=1e-5)
+    rec = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert rec["seeds"]["master"] == 3 and rec["n_subjects"] == 60 and rec["n_obs"] == 420
+
+
+def test_resume_reuses_completed_batches(tmp_path, capsys):
+    """An interrupted fit resumes from its completed chain batches (same spec and data)."""
+    data = tmp_path / "sf.csv"
+    _simulate(data, n=20)
+    raw = _spec(data)
+    raw["sampler"].update({"tune": 100, "draws": 100, "chains": 2, "chains_per_batch": 1})
+    spec = load_spec(raw)
+    out = tmp_path / "fit"
+    partial = out.parent / f".{out.name}.partial"
+    first = fit(spec, out=out, progress=False, write=False)      # leaves the checkpoints
+    assert (partial / "batch0.nc").exists() and (partial / "batch1.nc").exists()
+    again = fit(spec, out=out, progress=True)
+    assert "resumed from batch0.nc" in capsys.readouterr().err
+    np.testing.assert_allclose(again.idata.posterior["mu_b"].values,
+                               first.idata.posterior["mu_b"].values)
+    assert not partial.exists() and (out / "fit.json").exists()
+    # a changed spec does not reuse them
+    raw["theta"]["mu_b"] = "Normal(log(60), 1)"
+    fit(load_spec(raw), out=out, progress=False, write=False)
+    assert (partial / "fingerprint.txt").exists()
+
+
+# ---- full recoveries and reference fits (on demand) --------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name,psi_gt0", [("triplet_recovery", True),
+                                          ("triplet_recovery_psi0", False)])
+def test_triplet_recovery(name, psi_gt0, tmp_path):
+    res = fit(FITS / f"{name}.toml", out=tmp_path / name, progress=True)
+    rec = res.record["recovery"]
+    assert rec["coverage"] >= 0.9, rec["population"]
+    if psi_gt0:
+        assert rec["p_psi_gt_0"] > 0.9
+    else:
+        assert rec["p_psi_gt_0"] < 0.5
+    assert res.summary["r_hat"].max() <= 1.01
+    assert res.summary["ess_bulk"].min() >= 400
+
+
+@pytest.mark.slow
+def test_phenobarbital_matches_nonmem_focei(tmp_path):
+    """Posterior means within 2 NONMEM standard errors of the FOCEI estimates (pheno_real)."""
+    ref = pd.read_csv(ROOT.parent / "shared" / "data" / "pk_phenobarbital"
+                      / "reference_estimates_nonmem_pharmpy.csv")
+    ref = ref[ref["model"].str.startswith("pheno_real")].set_index("parameter")
+    res = fit(FITS / "phenobarbital.toml", out=tmp_path / "pheno", progress=False)
+    summ = res.summary.set_index("parameter")
+    pairs = {"theta1": "THETA1", "theta2": "THETA2", "theta3": "THETA3",
+             "omega11": "OMEGA(1,1)", "omega22": "OMEGA(2,2)", "sigma": "SIGMA(1,1)"}
+    for ours, theirs in pairs.items():
+        est, se = float(ref.loc[theirs, "estimate"]), float(ref.loc[theirs, "se"])
+        assert abs(summ.loc[ours, "mean"] - est) <= 2 * se, (ours, summ.loc[ours, "mean"], est)
+    assert summ["r_hat"].max() <= 1.01 and summ["ess_bulk"].min() >= 400
