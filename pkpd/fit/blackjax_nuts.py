@@ -39,7 +39,7 @@ def _patched_window_adaptation():
         blackjax.progress_bar = original_pb
 
 
-def sample_blackjax(model, *, max_treedepth: int = 10, **kw):
+def sample_blackjax(model, **kw):
     """``pm.sample(nuts_sampler="blackjax", ...)`` inside ``model``'s context, patched."""
     import pymc as pm
     with _patched_window_adaptation(), model:

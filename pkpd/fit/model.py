@@ -157,6 +157,11 @@ def build_model(spec: Spec, problem: Problem, centered: dict | None = None):
                     L, sds = _lkj_block(pm, pt, b, bi, det_pop)
                 else:
                     L, sds = _iw_block(pm, pt, b, bi, det_pop)
+                    # start at the prior's omega_p (a Flat's default start is Omega = I)
+                    om = np.asarray(b.iw_omega, float)
+                    inits[f"logdiag_block{bi + 1}"] = 0.5 * np.log(np.diag(om))
+                    if p > 1:
+                        inits[f"offdiag_block{bi + 1}"] = np.zeros(p * (p - 1) // 2)
                 Z = pm.Normal(f"z_{dim}", 0.0, 1.0, dims=("subject", dim))
                 E = pt.dot(Z, L.T)
                 for k, e in enumerate(b.etas):

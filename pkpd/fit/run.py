@@ -164,10 +164,12 @@ def _sample_batch(spec: Spec, model, info, chains: int, seed: int, progress: boo
             return pm.sample(nuts_sampler="pymc", cores=1, max_treedepth=s.max_treedepth, **kw)
         if s.name == "numpyro":
             return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={
-                "chain_method": "vectorized", "max_tree_depth": s.max_treedepth}, **kw)
+                "chain_method": "vectorized",
+                "nuts_kwargs": {"max_tree_depth": s.max_treedepth}}, **kw)
         if s.name == "blackjax":
             from .blackjax_nuts import sample_blackjax
-            return sample_blackjax(model, **kw, max_treedepth=s.max_treedepth)
+            return sample_blackjax(model, **kw, nuts_sampler_kwargs={
+                "nuts_kwargs": {"max_num_doublings": s.max_treedepth}})
     raise SpecError(f"sampler {s.name!r} is unknown")
 
 
