@@ -175,8 +175,24 @@ def recovery_check(result, spec, data: FitData, level: float = 0.90) -> dict:
         lo, hi = float(summ.loc[name, "q5"]), float(summ.loc[name, "q95"])
         rows.append({"parameter": name, "truth": v, "q5": lo, "q95": hi,
                      "mean": float(summ.loc[name, "mean"]), "covered": bool(lo <= v <= hi)})
+    # the same against the values realised in the simulated sample (geometric mean and SD of
+    # log of each log-normal parameter): a 120-patient sample's dispersion differs from omega
+    tp = data.meta["truth_patients"]
+    for r in rows:
+        par = r["parameter"]
+        b = next((b for b in spec.omegas if par in b.names), None)
+        if par in tp.columns and par in data.meta["iiv"] and np.all(tp[par] > 0):
+            r["realised"] = float(np.exp(np.mean(np.log(tp[par]))))
+        elif b is not None and b.etas[0].removeprefix("eta_") in tp.columns:
+            v = np.log(tp[b.etas[0].removeprefix("eta_")].to_numpy())
+            r["realised"] = float(np.std(v, ddof=1))
+        else:
+            r["realised"] = r["truth"]
+        r["covered_realised"] = bool(r["q5"] <= r["realised"] <= r["q95"])
     out = {"population": rows,
            "coverage": float(np.mean([r["covered"] for r in rows])) if rows else None,
+           "coverage_realised": float(np.mean([r["covered_realised"] for r in rows]))
+           if rows else None,
            "n_parameters": len(rows)}
     est = result.record.get("estimands") or {}
     if est.get("synergy"):
