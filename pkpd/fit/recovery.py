@@ -165,6 +165,17 @@ def population_truth(spec, data: FitData) -> dict:
     return out
 
 
+def coverage_count(covered, level: float = 0.90) -> dict:
+    """How many of n truths the ``level`` intervals cover, judged against Binomial(n, level), the
+    count a calibrated posterior gives: ``p_binomial`` = P(X <= n_covered) and ``lower_5pct``,
+    the smallest k with P(X <= k) >= 0.05 (a count below it is evidence of miscalibration)."""
+    from scipy.stats import binom
+    covered = [bool(c) for c in covered]
+    n, k = len(covered), int(sum(covered))
+    return {"n": n, "n_covered": k, "p_binomial": float(binom.cdf(k, n, level)),
+            "lower_5pct": int(binom.ppf(0.05, n, level))}
+
+
 def recovery_check(result, spec, data: FitData, level: float = 0.90) -> dict:
     """Coverage of the population truths by the posterior intervals (q5-q95), the synergy
     decision, and per-patient resistance-onset coverage."""
@@ -194,6 +205,15 @@ def recovery_check(result, spec, data: FitData, level: float = 0.90) -> dict:
            "coverage_realised": float(np.mean([r["covered_realised"] for r in rows]))
            if rows else None,
            "n_parameters": len(rows)}
+    # with n independent 90% intervals the number covered is Binomial(n, 0.9) even for a
+    # perfectly calibrated posterior (P(all 14 covered) = 0.23): report the count, the
+    # binomial probability of a count this low, and the 5% acceptance bound
+    if rows:
+        for key, flag in (("", "covered"), ("_realised", "covered_realised")):
+            c = coverage_count([r[flag] for r in rows], level)
+            out[f"n_covered{key}"] = c["n_covered"]
+            out[f"p_binomial{key}"] = c["p_binomial"]
+        out["n_covered_lower_5pct"] = c["lower_5pct"]
     est = result.record.get("estimands") or {}
     if est.get("synergy"):
         out["psi_truth"] = float(data.meta["truth_population"].get("PSI", np.nan))
