@@ -63,7 +63,7 @@ def run_demo(out: Path, *, n_patients: int = 500, seed: int = 20261123) -> dict:
     tumour = _tumour(out, protocol, n_patients, seed)
     print("[fit] hierarchical Stein-Fojo fit of 80 embedded OAK patients (nutpie, 2 chains)",
           flush=True)
-    fit_section = _fit(out / "fit", seed)
+    fit_section = _fit(out / "fit")
     elapsed = time.time() - t_start
     meta = {"patient": PATIENT, "horizon_days": HORIZON_DAYS, "n_patients": n_patients,
             "seed": seed, "elapsed_s": round(elapsed, 1)}
@@ -100,7 +100,7 @@ DEMO_FIT = {
 }
 
 
-def _fit(out: Path, seed: int) -> str:
+def _fit(out: Path) -> str:
     """Fit the embedded OAK subset; returns the report section."""
     from importlib import resources
 
@@ -109,13 +109,14 @@ def _fit(out: Path, seed: int) -> str:
     data = resources.files("pkpd") / "data" / "oak_sld_demo.csv"
     raw["data"] = dict(raw["data"], path=str(data))
     res = fit(load_spec(raw), out=out, progress=False)
-    rec = res.record
+    rec, smp = res.record, DEMO_FIT["sampler"]
     st = rec["diagnostics"]["sampler"]
     loo = rec["diagnostics"].get("loo_by_observation") or {}
     lines = ["", "## Hierarchical fit on embedded data", "",
              f"Stein-Fojo model fitted to {rec['n_subjects']} OAK patients "
              f"({rec['n_obs']} SLD measurements; pkpd/data/oak_sld_demo.csv) with nutpie, "
-             f"2 chains x (500 + 500), in {rec['timing']['total_s']:.0f} s. Full results, "
+             f"{smp['chains']} chains x ({smp['tune']} + {smp['draws']}), "
+             f"in {rec['timing']['total_s']:.0f} s. Full results, "
              "diagnostics and the posterior are in `fit/` (`pkpd summary out/demo/fit`).", "",
              "| parameter | mean | sd | q5 | q95 | ess_bulk | r_hat |",
              "|---|---|---|---|---|---|---|"]

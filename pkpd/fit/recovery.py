@@ -213,7 +213,7 @@ def recovery_check(result, spec, data: FitData, level: float = 0.90) -> dict:
             c = coverage_count([r[flag] for r in rows], level)
             out[f"n_covered{key}"] = c["n_covered"]
             out[f"p_binomial{key}"] = c["p_binomial"]
-        out["n_covered_lower_5pct"] = c["lower_5pct"]
+            out["n_covered_lower_5pct"] = c["lower_5pct"]   # depends on n and level only
     est = result.record.get("estimands") or {}
     if est.get("synergy"):
         out["psi_truth"] = float(data.meta["truth_population"].get("PSI", np.nan))
