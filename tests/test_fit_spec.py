@@ -235,6 +235,24 @@ def test_mu_reference_with_unknown_name():
     assert "TVCL" in msg and "mu of eta_CL" in msg
 
 
+@needs_pheno
+def test_auto_centring_needs_mu():
+    raw = pheno_raw()
+    raw["omega"]["eta_CL"]["centered"] = "auto"
+    msg = spec_error(raw)
+    assert "centered = 'auto' for eta_CL needs mu" in msg
+    raw["omega"]["eta_CL"]["mu"] = "log(theta1)"
+    assert load_spec(raw).omegas[0].centered == "auto"
+
+
+@needs_pheno
+def test_unknown_centring_mode():
+    raw = pheno_raw()
+    raw["omega"]["eta_CL"].update(mu="log(theta1)", centered="half")
+    msg = spec_error(raw)
+    assert "centered = 'half'" in msg and "'auto'" in msg
+
+
 def test_spec_file_problems(tmp_path):
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "nope.toml")
