@@ -130,12 +130,12 @@ def pkpd_paths(quick: bool, skip_triplet: bool = False) -> dict:
         out["triplet_fit_minutes"] = None
     else:
         # the speed point: 4 chains x (1000 tuning + 1000 draws), whatever the spec
-        # asks for (the reference spec samples 3000 draws to reach ESS >= 400)
+        # asks for (the reference spec samples 3000 draws)
         trip = ({"chains": 2, "tune": 100, "draws": 100} if quick
                 else {"chains": 4, "tune": 1000, "draws": 1000})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            spec = load_spec(ROOT / "fits" / "triplet_recovery.toml", overrides=trip or None)
+            spec = load_spec(ROOT / "fits" / "triplet_recovery.toml", overrides=trip)
             res = fit(spec, out=Path(tmp) / "trip", progress=False, write=False)
             out["triplet_fit_minutes"] = (time.perf_counter() - t0) / 60.0
             m = _pkpd_measure(res, "_triplet")
