@@ -1,68 +1,56 @@
 """pkpd: JAX-compiled PK/PD and tumour-dynamics modelling for oncology.
 
-float64 is switched on at import (before any array exists): tolerances of the exact PK solutions
-and of the ODE paths need it.
+float64 is switched on before any JAX array exists: the tolerances of the exact PK solutions and
+of the ODE paths need it. ``import pkpd`` itself is light (it does not import JAX, so that
+``pkpd --help`` answers at once); JAX is configured here and imported by the submodules that use
+it. If JAX was imported before pkpd, its configuration is updated now; otherwise the
+``JAX_ENABLE_X64`` environment variable makes JAX start in float64 when it is first imported.
+
+The public names below (``pkpd.load_card``, ``pkpd.OneCompartment``, ...) are loaded on first use.
 """
 
-import jax as _jax
+import os as _os
+import sys as _sys
 
-_jax.config.update("jax_enable_x64", True)
-
-from .cards import Card as Card  # noqa: E402
-from .cards import list_cards as list_cards
-from .cards import load_card as load_card
-from .engine import SolverConfig as SolverConfig  # noqa: E402
-from .errors import (  # noqa: E402
-    DataError as DataError,
-)
-from .errors import (
-    ModelError as ModelError,
-)
-from .errors import (
-    PkpdError as PkpdError,
-)
-from .errors import (
-    RegimenError as RegimenError,
-)
-from .errors import (
-    SolverError as SolverError,
-)
-from .errors import (
-    UnitError as UnitError,
-)
-from .pk import (  # noqa: E402
-    NonlinearCompartment as NonlinearCompartment,
-)
-from .pk import (
-    OneCompartment as OneCompartment,
-)
-from .pk import (
-    ThreeCompartment as ThreeCompartment,
-)
-from .pk import (
-    TwoCompartment as TwoCompartment,
-)
-from .pk import (
-    as_ode as as_ode,
-)
+if "jax" in _sys.modules:
+    _sys.modules["jax"].config.update("jax_enable_x64", True)
+else:
+    _os.environ["JAX_ENABLE_X64"] = "1"
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Card",
-    "list_cards",
-    "load_card",
-    "SolverConfig",
-    "DataError",
-    "ModelError",
-    "PkpdError",
-    "RegimenError",
-    "SolverError",
-    "UnitError",
-    "OneCompartment",
-    "TwoCompartment",
-    "ThreeCompartment",
-    "NonlinearCompartment",
-    "as_ode",
-    "__version__",
-]
+#: public name -> submodule that defines it (imported lazily, PEP 562)
+_LAZY = {
+    "Card": "cards",
+    "list_cards": "cards",
+    "load_card": "cards",
+    "SolverConfig": "engine",
+    "DataError": "errors",
+    "ModelError": "errors",
+    "PkpdError": "errors",
+    "RegimenError": "errors",
+    "SolverError": "errors",
+    "UnitError": "errors",
+    "OneCompartment": "pk",
+    "TwoCompartment": "pk",
+    "ThreeCompartment": "pk",
+    "NonlinearCompartment": "pk",
+    "as_ode": "pk",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'pkpd' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -33,9 +33,28 @@ PATIENT = {"WT": 70.0, "HT": 170.0, "AGE": 60.0, "SEX": 0, "SCR": 1.0}
 HORIZON_DAYS = 168.0
 
 
+#: marks a folder written by ``pkpd demo``: only such a folder (or an empty one) is written into
+DEMO_MARKER = ".pkpd-demo"
+
+
+def _claim_out(out: Path) -> None:
+    """Make ``out`` the demo's folder, refusing a file or a non-empty folder pkpd did not make."""
+    from .errors import PkpdError
+    if out.exists() and not out.is_dir():
+        raise PkpdError(f"--out {str(out)!r} is a file, not a folder. Fix: give a folder for "
+                        "the demo's outputs (default out/demo)")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).exists():
+        raise PkpdError(f"--out {str(out)!r} is a non-empty folder that pkpd demo did not "
+                        "create; its files would be overwritten. Fix: give a new or empty "
+                        "folder (default out/demo)")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / DEMO_MARKER, "written by pkpd demo; its files are replaced by the "
+                      "next `pkpd demo` run into this folder\n")
+
+
 def run_demo(out: Path, *, n_patients: int = 500, seed: int = 20261123) -> dict:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_out(out)
     t_start = time.time()
     protocol = Protocol.from_regimens(
         *[parse_regimen(txt).with_drug(drug) for drug, txt in TRIPLET.items()])
