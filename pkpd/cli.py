@@ -1,17 +1,22 @@
 """The ``pkpd`` command line.
 
-    pkpd exposure DRUG --regimen "TEXT" --days N [--cov NAME=VALUE ...] [--json]
+    pkpd exposure DRUG --regimen "TEXT" --days N [--cov NAME=VALUE ...] [--param NAME=VALUE]
+                  [--json]
     pkpd predict --model CARD --data EVENTS.csv [--param NAME=VALUE ...] --out PRED.csv
     pkpd simulate --model CARD --regimen "DRUG: TEXT" [--regimen ...] --n N --days D --seed S
                   --out FILE(.csv|.nc) [--times T,T,...] [--param NAME=VALUE] [--residual]
     pkpd recist LESIONS.csv|.xlsx|SDTM_FOLDER --out RESPONSES.csv [--visits VISITS.csv]
                 [--rows ROWS.csv] [--subjects SUBJECTS.csv] [--irecist] [--confirm-days 28]
                 [--sd-min-days 42] [--evaluator INVESTIGATOR]
+    pkpd fit SPEC.toml [--out DIR] [--check] [--chains N --tune N --draws N --seed S] [--restart]
+    pkpd summary FIT_FOLDER
     pkpd cards [NAME]
     pkpd demo [--out DIR]
+    pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
 
-Errors caused by input (data, regimen, units, cards) are printed as one message naming the row or
-subject, the value and the fix, with exit status 2 and no traceback.
+Errors caused by input (data, regimen, units, cards, specs) are printed as one message naming the
+row or subject, the value and the fix, with exit status 2 and no traceback. Ctrl-C exits with 130;
+an unexpected error prints one line naming the action and exits with 1.
 """
 
 from __future__ import annotations
@@ -224,10 +229,27 @@ def _cmd_summary(a) -> int:
     return 0
 
 
+def _version() -> str:
+    import platform
+
+    from . import __version__
+    return f"pkpd {__version__} (Python {platform.python_version()})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with pkpd's one-line errors: ``pkpd CMD: error: ...  Fix: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}. Fix: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pkpd", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="pkpd", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an unexpected error (any position)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     e = sub.add_parser("exposure", help="per-cycle Cmax, Ctrough and AUC of a regimen")
     e.add_argument("drug", help="model card name (e.g. anlotinib, durvalumab) or .toml path")
@@ -315,17 +337,91 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+#: per command: what it does, and the argument that names its main input (for unexpected errors)
+_ACTIONS = {
+    "exposure": ("computing exposure for card", "drug"),
+    "predict": ("predicting from", "data"),
+    "simulate": ("simulating card", "model"),
+    "recist": ("applying RECIST to", "lesions"),
+    "cards": ("reading card", "name"),
+    "fit": ("fitting spec", "spec"),
+    "summary": ("reading fit", "path"),
+    "demo": ("running the demo into", "out"),
+}
+
+
+def _action(args) -> str:
+    what, attr = _ACTIONS.get(args.cmd, ("running", None))
+    target = getattr(args, attr, None) if attr else None
+    return f"{what} {target}" if target else what
+
+
+def _quiet_foreign_warnings() -> None:
+    """Warnings from other libraries (ArviZ, PyMC, JAX, ...) that a user of the CLI cannot act on
+    are not printed; pkpd's own warnings still are."""
+    import warnings
+
+    for cat in (FutureWarning, DeprecationWarning, PendingDeprecationWarning, UserWarning,
+                RuntimeWarning):
+        warnings.filterwarnings("ignore", category=cat)
+    warnings.filterwarnings("default", module=r"pkpd(\..*)?$")
+
+
+def _fail(args, message: str, code: int) -> int:
+    print(f"pkpd {args.cmd}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args) -> int:
+    """Run a command; every failure becomes one line on stderr and an exit status:
+    2 for bad input (pkpd's errors, missing files, unwritable outputs), 130 for Ctrl-C, 1 for
+    an unexpected error (a bug or an unchecked input; ``--debug`` shows the traceback)."""
     try:
         return args.func(args)
     except PkpdError as exc:
-        print(f"pkpd {args.cmd}: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"pkpd {args.cmd}: error: file not found: {exc.filename}. Fix: check the path",
+        return _fail(args, str(exc), getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt:
+        print(f"pkpd {args.cmd}: interrupted (Ctrl-C); nothing was written as finished",
               file=sys.stderr)
-        return 2
+        return 130
+    except FileNotFoundError as exc:
+        return _fail(args, f"file not found: {exc.filename}. Fix: check the path", 2)
+    except IsADirectoryError as exc:
+        return _fail(args, f"{exc.filename} is a folder, not a file. Fix: give a file path", 2)
+    except PermissionError as exc:
+        return _fail(args, f"permission denied: {exc.filename}. Fix: check the path and its "
+                     "permissions", 2)
+    except MemoryError:
+        return _fail(args, f"out of memory while {_action(args)}. Fix: reduce the problem "
+                     "(fewer patients, a shorter horizon or fewer output times)", 2)
+    except OSError as exc:
+        return _fail(args, f"{exc.strerror or exc} ({exc.filename or _action(args)}). "
+                     "Fix: check the path, free disk space and permissions", 2)
+    except Exception as exc:  # noqa: BLE001 - the guard: one line, never a traceback
+        if args.debug:
+            raise
+        return _fail(args, f"unexpected {type(exc).__name__} while {_action(args)}: "
+                     f"{_one_line(exc)}. This is a pkpd bug or an input pkpd does not check "
+                     "yet; rerun with --debug for the traceback and report it", 1)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    args = build_parser().parse_args(argv)
+    args.debug = debug
+    import warnings
+
+    with warnings.catch_warnings():       # the caller's filters come back afterwards
+        if not debug:
+            _quiet_foreign_warnings()
+        return _dispatch(args)
 
 
 if __name__ == "__main__":
