@@ -7,7 +7,7 @@
                   --out FILE(.csv|.nc) [--times T,T,...] [--param NAME=VALUE] [--residual]
     pkpd recist LESIONS.csv|.xlsx|SDTM_FOLDER --out RESPONSES.csv [--visits VISITS.csv]
                 [--rows ROWS.csv] [--subjects SUBJECTS.csv] [--irecist] [--confirm-days 28]
-                [--sd-min-days 42] [--evaluator INVESTIGATOR]
+                [--sd-min-days 42] [--evaluator INVESTIGATOR] [--all-errors] [--errors E.csv]
     pkpd fit SPEC.toml [--out DIR] [--check] [--chains N --tune N --draws N --seed S] [--restart]
     pkpd summary FIT_FOLDER
     pkpd cards [NAME]
@@ -117,21 +117,52 @@ def _cmd_recist(a) -> int:
 
     from .io import atomic_write_csv
     from .recist import RecistConfig, evaluate
-    from .tumourdata import read_lesions, read_sdtm
+    from .tumourdata import PROBLEM_COLUMNS, DataProblems, read_lesions, read_sdtm, read_subjects
 
     src = Path(a.lesions)
     if not src.exists():
         raise PkpdError(f"{src} does not exist. Fix: give a lesion-level .csv/.xlsx file or a "
                         "folder with SDTM TU/TR(/RS/DM) files")
-    data = read_sdtm(src, evaluator=a.evaluator) if src.is_dir() else read_lesions(src)
     try:
         cfg = dataclasses.replace(RecistConfig(), irecist=a.irecist,
                                   confirm_min_days=a.confirm_days, sd_min_days=a.sd_min_days)
     except ValueError as exc:
         raise PkpdError(f"{exc} Fix: check --confirm-days / --sd-min-days") from None
-    subjects = None
-    if a.subjects:
-        subjects = pd.read_csv(a.subjects)
+    inputs = [src, *(sorted(src.iterdir()) if src.is_dir() else []),
+              *([Path(a.subjects)] if a.subjects else [])]
+    seen: dict[Path, str] = {p.resolve(): str(p) for p in inputs}
+    for flag in ("out", "visits", "rows", "errors"):
+        name = getattr(a, flag)
+        if not name:
+            continue
+        key = Path(name).resolve()
+        if key in seen:
+            what = "an input file" if seen[key] in map(str, inputs) else f"also {seen[key]}"
+            raise PkpdError(f"--{flag} {name} is {what}; pkpd does not overwrite its inputs "
+                            f"or write two results to one file. Fix: give --{flag} another "
+                            "file name")
+        seen[key] = f"--{flag}"
+    subjects = read_subjects(a.subjects) if a.subjects else None
+    try:
+        every = a.all_errors or bool(a.errors)
+        data = (read_sdtm(src, evaluator=a.evaluator, all_errors=every) if src.is_dir()
+                else read_lesions(src, all_errors=every))
+    except DataProblems as exc:  # --all-errors: every problem row, no result
+        if a.errors:
+            atomic_write_csv(exc.to_frame()[list(PROBLEM_COLUMNS[:-1])], a.errors)
+        print(f"pkpd recist: error: {exc.headline()}"
+              + (f" (all listed in {a.errors})" if a.errors else "")
+              + "; no result written. Fix: correct the rows below, then rerun", file=sys.stderr)
+        for line in exc.lines(20):
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    if a.errors:
+        atomic_write_csv(pd.DataFrame(columns=list(PROBLEM_COLUMNS[:-1])), a.errors)
+    fmt = data.lesions.attrs.get("file_format", {})
+    if fmt.get("separator") not in (None, "comma"):
+        commas = fmt.get("decimal_comma_columns")
+        print(f"note: {src.name} read as {fmt['separator']}-separated"
+              + (f", with decimal commas in {', '.join(commas)}" if commas else ""))
     res = evaluate(data.lesions, subjects, cfg)
     subj = res.subjects
     cols = RESPONSE_COLUMNS + [c for c in subj.columns if c not in RESPONSE_COLUMNS]
@@ -305,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sd-min-days", type=float, default=42.0,
                    help="minimum days from the first dose for SD to count (default 42)")
     r.add_argument("--evaluator", default="INVESTIGATOR", help="SDTM TREVAL/RSEVAL to use")
+    r.add_argument("--all-errors", action="store_true",
+                   help="check every row of a lesion file and list every problem (the first "
+                   "20 here), instead of stopping at the first; nothing else is written")
+    r.add_argument("--errors", metavar="ERRORS.csv",
+                   help="write every problem row (source, row, subject, column, value, problem, "
+                   "fix) to this CSV (header only when there is none); implies --all-errors")
     r.set_defaults(func=_cmd_recist)
 
     c = sub.add_parser("cards", help="list model cards, or show one")

@@ -589,6 +589,11 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
 
 
 def _normalize_subjects(subjects: pd.DataFrame | None) -> dict[str, dict]:
+    """Per-subject death / last-known-alive / new-therapy days from the subjects table.
+
+    Empty cells (``""``, NaN) are missing; a row that is empty throughout is skipped. A row
+    without a subject, a day that is not a finite number, or a subject given twice is an error
+    naming the row (1-based, header excluded) and the value."""
     if subjects is None:
         return {}
     if not isinstance(subjects, pd.DataFrame) or "subject" not in subjects.columns:
@@ -599,26 +604,42 @@ def _normalize_subjects(subjects: pd.DataFrame | None) -> dict[str, dict]:
         )
     out: dict[str, dict] = {}
     cols = ("death_day", "last_known_alive_day", "new_therapy_day")
+    where = f" of {subjects.attrs['source']}" if subjects.attrs.get("source") else ""
+
+    def blank(v) -> bool:
+        return v is None or (isinstance(v, str) and not v.strip()) or bool(
+            not isinstance(v, str) and pd.isna(v))
+
+    ids = ["" if blank(v) else str(v).strip() for v in subjects["subject"]]
     vals = {}
     for c in cols:
-        if c in subjects.columns:
-            raw = subjects[c]
-            num = pd.to_numeric(raw, errors="coerce")
-            bad = num.isna() & ~raw.isna()
-            if bad.any():
-                i = int(np.flatnonzero(bad.to_numpy())[0])
+        vals[c] = np.full(len(subjects), np.nan)
+        if c not in subjects.columns:
+            continue
+        for i, v in enumerate(subjects[c]):
+            if blank(v):
+                continue
+            x = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+            if pd.isna(x) or not np.isfinite(x):
                 raise DataError(
-                    f"{c} is not a number",
+                    f"{c}{where} is not a finite number",
                     row=i + 1,
-                    subject=subjects["subject"].iloc[i],
+                    subject=ids[i] or None,
                     column=c,
-                    value=raw.iloc[i],
+                    value=v,
                     fix="give days since the first dose, or leave empty",
                 )
-            vals[c] = num.to_numpy(dtype=float)
-        else:
-            vals[c] = np.full(len(subjects), np.nan)
-    for i, s in enumerate(subjects["subject"].astype(str).str.strip().tolist()):
+            vals[c][i] = float(x)
+    for i, s in enumerate(ids):
+        if not s:
+            if all(np.isnan(vals[c][i]) for c in cols):
+                continue  # a blank row
+            raise DataError(
+                f"subject{where} is missing",
+                row=i + 1,
+                column="subject",
+                fix="give the subject of every row",
+            )
         if s in out:
             raise DataError(
                 "subject appears twice in the subjects table",

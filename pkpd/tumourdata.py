@@ -58,7 +58,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, format_problem
 
 __all__ = [
     "LESION_COLUMNS",
@@ -70,6 +70,8 @@ __all__ = [
     "LALEH_RULES",
     "TOO_SMALL_MM",
     "DataReport",
+    "DataProblems",
+    "PROBLEM_COLUMNS",
     "LesionData",
     "SdtmData",
     "AdamData",
@@ -77,6 +79,8 @@ __all__ = [
     "NonmemTumourData",
     "validate_lesions",
     "read_lesions",
+    "read_subjects",
+    "SUBJECT_COLUMNS",
     "read_sdtm",
     "read_adam",
     "read_laleh_s1",
@@ -560,8 +564,8 @@ def _lower_columns(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     for orig, low in zip(frame.columns, names):
         if low in seen:
             raise DataError(
-                f"the {what} has two columns named {low!r} (ignoring case): {seen[low]!r} and "
-                f"{orig!r}",
+                f"the {what} has a duplicate column: two columns named {low!r} (ignoring "
+                f"case): {seen[low]!r} and {orig!r}",
                 column=str(orig),
                 fix="keep one of them",
             )
@@ -571,7 +575,94 @@ def _lower_columns(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return out
 
 
-def validate_lesions(df: pd.DataFrame) -> pd.DataFrame:
+#: columns of :attr:`DataProblems.problems` (and of ``pkpd recist --errors``)
+PROBLEM_COLUMNS = ("source", "row", "subject", "column", "value", "problem", "fix", "message")
+
+
+class DataProblems(DataError):
+    """Every row problem found in one input, raised when a reader is called with
+    ``all_errors=True`` (``pkpd recist --all-errors``).
+
+    ``problems`` is a DataFrame with :data:`PROBLEM_COLUMNS`, one row per problem (a data row
+    can have several), sorted by source and row (problems of the whole table last); ``str()``
+    gives the count and the first problem.
+    """
+
+    def __init__(self, what: str, problems: Sequence[Mapping[str, object]]):
+        self.what = what
+        order = {s: k for k, s in enumerate(dict.fromkeys(p["source"] for p in problems))}
+        items = sorted(problems, key=lambda p: (
+            order[p["source"]], math.inf if p["row"] is None else p["row"]))
+        self.problems = pd.DataFrame(items, columns=list(PROBLEM_COLUMNS))
+        self.n_problems = len(self.problems)
+        keys = self.problems[["source", "row"]].dropna().drop_duplicates()
+        self.n_rows = len(keys)
+        first = self.problems["message"].iloc[0] if self.n_problems else ""
+        super().__init__(f"{self.headline()}; the first: {first}")
+
+    def headline(self) -> str:
+        n, m = self.n_problems, self.n_rows
+        return (f"{n} problem{'s' if n != 1 else ''} in {m} row{'s' if m != 1 else ''} of "
+                f"{self.what}")
+
+    def lines(self, limit: int | None = 20) -> list[str]:
+        """One message per problem (the first ``limit``), then a line counting the rest."""
+        msgs = self.problems["message"].tolist()
+        if limit is None or len(msgs) <= limit:
+            return msgs
+        return msgs[:limit] + [f"... and {len(msgs) - limit} more"]
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.problems.copy()
+
+
+class _Problems:
+    """The row problems of one input, collected by the per-row checks.
+
+    Checks call :meth:`add` and go on with the next row, so that one pass finds every problem.
+    :meth:`finish` then raises: with ``collect`` a :class:`DataProblems` listing them all,
+    otherwise the first problem as a :class:`DataError` that says how many more there are.
+    """
+
+    def __init__(self, what: str, collect: bool = False):
+        self.what = what
+        self.collect = collect
+        self.items: list[dict] = []
+        self._rows: dict[int, set] = {}
+
+    def add(self, problem: str, *, row: int | None = None, subject: object = None,
+            column: str | None = None, value: object = None, fix: str | None = None,
+            source: str = "") -> None:
+        message = format_problem(problem, row=row, subject=subject, column=column, value=value,
+                                 fix=fix)
+        self.items.append({"source": source or self.what, "row": row, "subject": subject,
+                           "column": column, "value": value, "problem": problem, "fix": fix,
+                           "message": message})
+        if row is not None:
+            self._rows.setdefault(int(row), set()).add(column)
+
+    def has(self, row: int, columns: Iterable[str] | None = None) -> bool:
+        """Whether a problem was found on this data row (in one of ``columns``, if given)."""
+        found = self._rows.get(int(row))
+        return bool(found) and (columns is None or not found.isdisjoint(columns))
+
+    def finish(self) -> None:
+        if not self.items:
+            return
+        if self.collect:
+            raise DataProblems(self.what, self.items)
+        first = self.items[0]
+        err = DataError(first["problem"], row=first["row"], subject=first["subject"],
+                        column=first["column"], value=first["value"], fix=first["fix"])
+        more = len(self.items) - 1
+        err.n_more = more
+        if more:
+            err.args = (f"{err} [{more} more problem{'s' if more != 1 else ''} in {self.what}; "
+                        "list them all with `pkpd recist --all-errors` (API: all_errors=True)]",)
+        raise err
+
+
+def validate_lesions(df: pd.DataFrame, *, all_errors: bool = False) -> pd.DataFrame:
     """Check a lesion table and return it in canonical form (a new DataFrame).
 
     Parameters
@@ -579,6 +670,9 @@ def validate_lesions(df: pd.DataFrame) -> pd.DataFrame:
     df : pandas.DataFrame
         Columns :data:`REQUIRED_LESION_COLUMNS` (names case-insensitive), optionally ``reader``,
         ``row`` and ``source``; other columns are kept after the canonical ones.
+    all_errors : bool, default False
+        Raise one :class:`DataProblems` listing every problem row instead of a
+        :class:`~pkpd.errors.DataError` for the first (which says how many more there are).
 
     Returns
     -------
@@ -597,6 +691,15 @@ def validate_lesions(df: pd.DataFrame) -> pd.DataFrame:
         nodal flag, the same lesion twice on one day (for one reader), or a lesion whose type or
         nodal flag changes between assessments.
     """
+    problems = _Problems("the lesion table", all_errors)
+    out = _validate_lesions(df, problems)
+    problems.finish()
+    return out
+
+
+def _validate_lesions(df: pd.DataFrame, problems: _Problems) -> pd.DataFrame:
+    """:func:`validate_lesions`, adding row problems to ``problems`` (the caller finishes it);
+    table-level problems (missing columns, bad row numbers) are raised at once."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"validate_lesions needs a pandas DataFrame, got {type(df)!r}")
     frame = _lower_columns(df, "lesion table")
@@ -623,171 +726,13 @@ def validate_lesions(df: pd.DataFrame) -> pd.DataFrame:
         rows = np.arange(1, n + 1, dtype=np.int64)
     sources = [_cell(v) for v in frame["source"]] if "source" in frame.columns else [""] * n
     readers = [_cell(v) for v in frame["reader"]] if "reader" in frame.columns else [""] * n
-
-    subjects: list[str] = []
-    for i, v in enumerate(frame["subject"]):
-        s = _cell(v)
-        if not s:
-            raise DataError(
-                "subject is missing",
-                row=int(rows[i]),
-                column="subject",
-                fix="give every record the subject it belongs to",
-            )
-        subjects.append(s)
-
-    def fail(i, problem, column, value, fix):
-        raise DataError(
-            problem, row=int(rows[i]), subject=subjects[i], column=column, value=value, fix=fix
-        )
-
-    days = np.empty(n)
-    for i, v in enumerate(frame["day"]):
-        x = _number(v)
-        if x is None:
-            fail(
-                i,
-                "non-numeric day",
-                "day",
-                _show(v),
-                "write the number of days since the first dose (or give date and "
-                "first_dose_date columns instead of day)",
-            )
-        if math.isnan(x):
-            fail(i, "day is missing", "day", None, "give the assessment day of every record")
-        if not math.isfinite(x):
-            fail(i, "day must be finite", "day", _show(v), "write a finite number of days")
-        days[i] = x
-
-    lesion_ids: list[str] = []
-    for i, v in enumerate(frame["lesion_id"]):
-        s = _cell(v)
-        if not s:
-            fail(i, "lesion_id is missing", "lesion_id", None, "give every lesion an id")
-        lesion_ids.append(s)
-
-    types: list[str] = []
-    for i, v in enumerate(frame["lesion_type"]):
-        t = _TYPE_MAP.get(_norm_key(v))
-        if t is None:
-            fail(
-                i,
-                "unknown lesion_type",
-                "lesion_type",
-                _show(v),
-                "use target, nontarget or new",
-            )
-        types.append(t)
-
-    organs = [_cell(v) for v in frame["organ"]]
-
-    nodes = np.zeros(n, dtype=bool)
-    for i, v in enumerate(frame["is_node"]):
-        b = _bool(v)
-        if b is None:
-            fail(
-                i,
-                "is_node must be true or false",
-                "is_node",
-                _show(v),
-                "write true/false, 1/0 or Y/N (true for lymph nodes, whose short axis is measured)",
-            )
-        nodes[i] = b
-
-    diam = np.empty(n)
-    for i, v in enumerate(frame["diameter_mm"]):
-        x = _number(v)
-        if x is None:
-            fail(
-                i,
-                "non-numeric diameter",
-                "diameter_mm",
-                _show(v),
-                "write the diameter in mm as a number (empty if not measured) and put "
-                "too_small / absent / not_evaluated in the state column",
-            )
-        if not math.isnan(x) and (x < 0 or not math.isfinite(x)):
-            fail(
-                i,
-                "diameter must be a finite number >= 0 mm",
-                "diameter_mm",
-                _show(x),
-                "write the measured diameter in mm (0 for a disappeared non-nodal lesion)",
-            )
-        diam[i] = x
-
-    states: list[str] = []
-    for i, v in enumerate(frame["state"]):
-        s = _STATE_MAP.get(_norm_key(_cell(v)))
-        if s is None:
-            fail(
-                i,
-                "unknown lesion state",
-                "state",
-                _show(v),
-                "use one of present, absent, too_small, not_evaluated, unequivocal, equivocal "
-                "(or leave it empty)",
-            )
-        states.append(s)
-
-    out = pd.DataFrame(
-        {
-            "subject": pd.Series(subjects, dtype=object),
-            "day": days,
-            "lesion_id": pd.Series(lesion_ids, dtype=object),
-            "lesion_type": pd.Series(types, dtype=object),
-            "organ": pd.Series(organs, dtype=object),
-            "is_node": nodes,
-            "diameter_mm": diam,
-            "state": pd.Series(states, dtype=object),
-            "reader": pd.Series(readers, dtype=object),
-            "row": rows,
-            "source": pd.Series(sources, dtype=object),
-        }
-    )
-
-    # the same lesion twice on one day (per reader)
-    key = ["subject", "reader", "lesion_id", "day"]
-    dup = out.duplicated(key, keep=False).to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        same = np.flatnonzero(
-            dup
-            & (out["subject"] == subjects[i]).to_numpy()
-            & (out["lesion_id"] == lesion_ids[i]).to_numpy()
-            & (out["day"] == days[i]).to_numpy()
-            & (out["reader"] == readers[i]).to_numpy()
-        )
-        others = ", ".join(str(int(rows[j])) for j in same[1:])
-        fail(
-            i,
-            f"lesion {lesion_ids[i]} is recorded more than once on day {_show(days[i])} "
-            f"(also row(s) {others})",
-            "lesion_id",
-            lesion_ids[i],
-            "keep one record per lesion per assessment (use the reader column when several "
-            "readers assessed the same scan)",
-        )
-
-    # a lesion keeps its type and nodal flag
-    for col in ("lesion_type", "is_node"):
-        nun = out.groupby(["subject", "reader", "lesion_id"], sort=False)[col].transform("nunique")
-        bad = (nun > 1).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            vals = sorted(
-                map(
-                    str, out.loc[bad & (out["lesion_id"] == lesion_ids[i]).to_numpy(), col].unique()
-                )
-            )
-            fail(
-                i,
-                f"lesion {lesion_ids[i]} changes {col} between assessments ({', '.join(vals)})",
-                col,
-                _show(out[col].iloc[i]),
-                f"give lesion {lesion_ids[i]} the same {col} on every record (a new lesion "
-                "gets its own lesion_id)",
-            )
+    out = _lesion_cells(frame, rows, sources, problems)
+    out["reader"] = pd.Series(readers, dtype=object)
+    out["row"] = rows
+    out["source"] = pd.Series(sources, dtype=object)
+    out = out[list(LESION_COLUMNS)]
+    ok = np.array([not problems.has(r) for r in rows], dtype=bool)
+    _check_lesion_consistency(out, ok, problems)
 
     extra = [c for c in frame.columns if c not in LESION_COLUMNS]
     for c in extra:
@@ -799,55 +744,346 @@ def validate_lesions(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _lesion_cells(
+    frame: pd.DataFrame, rows: np.ndarray, sources: list[str], problems: _Problems
+) -> pd.DataFrame:
+    """The per-row checks of :func:`validate_lesions`, column by column; a bad cell is reported
+    to ``problems`` and left as a placeholder (NaN, "", False)."""
+    n = len(frame)
+    subjects = [_cell(v) for v in frame["subject"]]
+
+    def fail(i, problem, column, value, fix):
+        problems.add(problem, row=int(rows[i]), subject=subjects[i] or None, column=column,
+                     value=value, fix=fix, source=sources[i])
+
+    for i, s in enumerate(subjects):
+        if not s:
+            fail(i, "subject is missing", "subject", None,
+                 "give every record the subject it belongs to")
+    days = np.full(n, np.nan)
+    for i, v in enumerate(frame["day"]):
+        x = _number(v)
+        if x is None:
+            fail(i, "non-numeric day", "day", _show(v),
+                 "write the number of days since the first dose (or give date and "
+                 "first_dose_date columns instead of day)")
+        elif math.isnan(x):
+            if not problems.has(rows[i], ("date", "first_dose_date")):  # no date to count from
+                fail(i, "day is missing", "day", None, "give the assessment day of every record")
+        elif not math.isfinite(x):
+            fail(i, "day must be finite", "day", _show(v), "write a finite number of days")
+        else:
+            days[i] = x
+    lesion_ids = [_cell(v) for v in frame["lesion_id"]]
+    for i, s in enumerate(lesion_ids):
+        if not s:
+            fail(i, "lesion_id is missing", "lesion_id", None, "give every lesion an id")
+    types = [_TYPE_MAP.get(_norm_key(v), "") for v in frame["lesion_type"]]
+    for i, v in enumerate(frame["lesion_type"]):
+        if not types[i]:
+            fail(i, "unknown lesion_type", "lesion_type", _show(v), "use target, nontarget or new")
+    nodes = np.zeros(n, dtype=bool)
+    for i, v in enumerate(frame["is_node"]):
+        b = _bool(v)
+        if b is None:
+            fail(i, "is_node must be true or false", "is_node", _show(v),
+                 "write true/false, 1/0 or Y/N (true for lymph nodes, whose short axis is "
+                 "measured)")
+        else:
+            nodes[i] = b
+    diam = np.full(n, np.nan)
+    for i, v in enumerate(frame["diameter_mm"]):
+        x = _number(v)
+        if x is None:
+            fail(i, "non-numeric diameter", "diameter_mm", _show(v),
+                 "write the diameter in mm as a number (empty if not measured) and put "
+                 "too_small / absent / not_evaluated in the state column")
+        elif not math.isnan(x) and (x < 0 or not math.isfinite(x)):
+            fail(i, "diameter must be a finite number >= 0 mm", "diameter_mm", _show(x),
+                 "write the measured diameter in mm (0 for a disappeared non-nodal lesion)")
+        else:
+            diam[i] = x
+    states = [_STATE_MAP.get(_norm_key(_cell(v))) for v in frame["state"]]
+    for i, v in enumerate(frame["state"]):
+        if states[i] is None:
+            fail(i, "unknown lesion state", "state", _show(v),
+                 "use one of present, absent, too_small, not_evaluated, unequivocal, equivocal "
+                 "(or leave it empty)")
+            states[i] = ""
+    return pd.DataFrame(
+        {
+            "subject": pd.Series(subjects, dtype=object),
+            "day": days,
+            "lesion_id": pd.Series(lesion_ids, dtype=object),
+            "lesion_type": pd.Series(types, dtype=object),
+            "organ": pd.Series([_cell(v) for v in frame["organ"]], dtype=object),
+            "is_node": nodes,
+            "diameter_mm": diam,
+            "state": pd.Series(states, dtype=object),
+        }
+    )
+
+
+def _check_lesion_consistency(out: pd.DataFrame, ok: np.ndarray, problems: _Problems) -> None:
+    """Cross-row checks on the rows without a problem of their own (``ok``): the same lesion
+    twice on one day (per reader), and a lesion whose type or nodal flag changes."""
+    good = out.loc[ok]
+    rows = out["row"].to_numpy()
+
+    def fail(i, problem, column, value, fix):
+        problems.add(problem, row=int(rows[i]), subject=out["subject"].iloc[i], column=column,
+                     value=value, fix=fix, source=out["source"].iloc[i])
+
+    key = ["subject", "reader", "lesion_id", "day"]
+    dup = good[good.duplicated(key, keep=False)]
+    for _, grp in dup.groupby(key, sort=False):
+        first, *others = grp.index.tolist()
+        lid = out["lesion_id"].iloc[first]
+        fail(first,
+             f"lesion {lid} is recorded more than once on day {_show(out['day'].iloc[first])} "
+             f"(also row(s) {', '.join(str(int(rows[j])) for j in others)})",
+             "lesion_id", lid,
+             "keep one record per lesion per assessment (use the reader column when several "
+             "readers assessed the same scan)")
+    for col in ("lesion_type", "is_node"):
+        for _, grp in good.groupby(["subject", "reader", "lesion_id"], sort=False):
+            if grp[col].nunique() < 2:
+                continue
+            first = grp.index[0]
+            lid = out["lesion_id"].iloc[first]
+            changed = grp.index[(grp[col] != grp[col].iloc[0]).to_numpy()][0]
+            vals = sorted(map(str, grp[col].unique()))
+            fail(changed,
+                 f"lesion {lid} changes {col} between assessments ({', '.join(vals)})",
+                 col, _show(out[col].iloc[changed]),
+                 f"give lesion {lid} the same {col} on every record (a new lesion gets its own "
+                 "lesion_id)")
+
+
+# ------------------------------------------------------------------------------------------------
+# reading user files: delimited text, workbooks, SAS transport / datasets
+# ------------------------------------------------------------------------------------------------
+
+#: a number written with a decimal comma (``12,5``, ``-0,75``, ``1,5e3``)
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
+#: a number written with a decimal point or none (``12``, ``12.5``, ``.5``, ``1e3``)
+_DECIMAL_POINT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_EXCEL_SEP_LINE = re.compile(r"^\ufeff?sep=(.)\s*$", re.IGNORECASE)
+
+
+def _file_format(df: pd.DataFrame) -> dict:
+    return df.attrs.setdefault("file_format", {})
+
+
+def _decimal_commas(df: pd.DataFrame, numeric: Iterable[str] | None, what: str) -> list[str]:
+    """Read decimal commas (``12,5`` -> ``12.5``) in the numeric columns of a file that is not
+    comma-separated. ``numeric`` names those columns (case-insensitive); None: every column whose
+    filled cells are all numbers. A column that mixes ``12,5`` and ``12.5`` is an error (a point
+    may be a thousands separator there). Returns the columns converted."""
+    wanted = None if numeric is None else {str(c).strip().lower() for c in numeric}
+    converted = []
+    for col in df.columns:
+        if wanted is not None and str(col).strip().lower() not in wanted:
+            continue
+        cells = [(i, str(v).strip()) for i, v in enumerate(df[col]) if not _is_missing(v)]
+        comma = [(i, s) for i, s in cells if _DECIMAL_COMMA.match(s)]
+        if not comma:
+            continue
+        if wanted is None and any(
+            not (_DECIMAL_COMMA.match(s) or _DECIMAL_POINT.match(s)) for _, s in cells
+        ):
+            continue  # a text column that happens to hold "1,2"
+        point = [(i, s) for i, s in cells if "." in s and _DECIMAL_POINT.match(s)]
+        if point:
+            (ic, sc), (ip, sp) = comma[0], point[0]
+            raise DataError(
+                f"{what}: column {col} mixes decimal commas (row {ic + 1}: {sc!r}) and decimal "
+                f"points (row {ip + 1}: {sp!r}), so neither can be read safely",
+                fix="write every number of the column the same way (e.g. save the file from "
+                "Excel again, or replace ',' by '.' in that column)",
+            )
+        values = df[col].to_numpy(dtype=object).copy()
+        for i, s in comma:
+            values[i] = s.replace(",", ".")
+        df[col] = values
+        converted.append(str(col))
+    return converted
+
+
+def _read_delimited(path: Path, what: str, numeric: Iterable[str] | None) -> pd.DataFrame:
+    """A delimited text file (comma, semicolon, tab or pipe; an Excel ``sep=;`` first line is
+    honoured) as text cells; decimal commas are read when the separator is not a comma.
+
+    A row with more fields than the header is an error naming its line (trailing empty fields
+    are ignored); a shorter row has empty cells at its end."""
+    import csv
+    import io
+
+    from .io import SEPARATORS, detect_separator, read_text_file
+
+    text = read_text_file(path, what)
+    lines = text.splitlines()
+    first = next(k for k, line in enumerate(lines) if line.strip())
+    m = _EXCEL_SEP_LINE.match(lines[first])
+    sep = m.group(1) if m else detect_separator(lines[first]) or ","
+    name = SEPARATORS.get(sep, repr(sep))
+    body = "\n".join(lines[first + 1:] if m else lines[first:])
+    reader = csv.reader(io.StringIO(body), delimiter=sep)
+    header = next(reader, None)
+    if not header or not "".join(header).strip():
+        raise DataError(f"{what} {str(path)!r} holds no header row",
+                        fix="give a file with a header row and data rows")
+    width = len(header)
+    skipped = first + (1 if m else 0)  # lines above the header
+    data = []
+    for fields in reader:
+        if len(fields) > width:
+            if any(f.strip() for f in fields[width:]):
+                line = reader.line_num + skipped
+                raise DataError(
+                    f"{what} {str(path)!r} (read as {name}-separated): line {line} has "
+                    f"{len(fields)} fields but the header has {width}",
+                    value=sep.join(fields) if len(sep.join(fields)) <= 80 else None,
+                    fix=f"quote values that contain {sep!r}, or check the separator of that line",
+                )
+            fields = fields[:width]
+        data.append(fields + [""] * (width - len(fields)))
+    columns = [h.strip() or f"Unnamed: {k}" for k, h in enumerate(header)]
+    df = pd.DataFrame(data, columns=columns, dtype=object) if data else pd.DataFrame(
+        {c: pd.Series([], dtype=object) for c in columns})
+    fmt = _file_format(df)
+    fmt["separator"] = name
+    if sep != ",":
+        fmt["decimal_comma_columns"] = _decimal_commas(df, numeric, f"{what} {path.name}")
+    return df
+
+
+def _read_workbook(path: Path, what: str, sheet: str | int | None) -> pd.DataFrame:
+    """A worksheet of an .xlsx/.xlsm workbook (default: the first)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{what} {str(path)!r} is not an Excel workbook (an .xlsx file is a zip archive; "
+            "this one is not)",
+            fix="open it in Excel and save it as .xlsx, or save it as CSV UTF-8",
+        )
+    try:
+        book = pd.ExcelFile(path, engine="openpyxl")
+    except Exception as exc:  # noqa: BLE001 - a damaged workbook can fail in many ways
+        if isinstance(exc, MemoryError):
+            raise
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read as an Excel workbook "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())})",
+            fix="open it in Excel and save it again as .xlsx, or save it as CSV UTF-8",
+        ) from None
+    with book:
+        names = book.sheet_names
+        if isinstance(sheet, str) and sheet not in names or isinstance(sheet, int) and not (
+            -len(names) <= sheet < len(names)
+        ):
+            raise DataError(
+                f"{what} {str(path)!r} has no worksheet {sheet!r} (worksheets: "
+                f"{', '.join(names) or 'none'})",
+                fix="name one of its worksheets",
+            )
+        df = book.parse(0 if sheet is None else sheet, dtype=object)
+    _file_format(df)["worksheet"] = names[0] if sheet is None else sheet
+    return df
+
+
+def _read_table(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    sheet: str | int | None = None,
+    numeric: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """A user's table file: ``.csv``/``.txt``/``.tsv`` (see :func:`_read_delimited`) or
+    ``.xlsx``/``.xlsm``; every file-level failure is a :class:`DataError` naming the file."""
+    from .io import check_input_file
+
+    path = check_input_file(path, what)
+    ext = path.suffix.lower()
+    if ext in (".csv", ".txt", ".tsv"):
+        return _read_delimited(path, what, numeric)
+    if ext in (".xlsx", ".xlsm"):
+        return _read_workbook(path, what, sheet)
+    if ext == ".xls":
+        raise DataError(
+            f"{what} {str(path)!r} is an old-style .xls workbook, which pkpd does not read",
+            fix="save it as .xlsx or as CSV UTF-8",
+        )
+    raise DataError(
+        f"unsupported {what} type {ext or '(no extension)'!r} ({path.name})",
+        fix="give a .csv (comma, semicolon or tab separated) or .xlsx file",
+    )
+
+
+def _read_sas(path: Path, what: str) -> pd.DataFrame:
+    """A SAS transport (.xpt) or SAS dataset (.sas7bdat) file."""
+    ext = path.suffix.lower()
+    kind = "SAS transport (XPT)" if ext == ".xpt" else "SAS7BDAT"
+    try:
+        import pyreadstat
+
+        reader = pyreadstat.read_xport if ext == ".xpt" else pyreadstat.read_sas7bdat
+        df, _ = reader(str(path))
+    except Exception as exc:  # noqa: BLE001 - readstat reports a damaged file in many ways
+        if isinstance(exc, MemoryError):
+            raise
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read as a {kind} file "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())})",
+            fix="export the dataset again (SAS XPORT version 5 for SDTM/ADaM, or CSV)",
+        ) from None
+    return df
+
+
 # ------------------------------------------------------------------------------------------------
 # read_lesions
 # ------------------------------------------------------------------------------------------------
 
 
-def _read_sheet_or_csv(path: Path, sheet: str | int | None) -> pd.DataFrame:
-    ext = path.suffix.lower()
-    if not path.exists():
-        raise DataError(f"file not found: {str(path)!r}", fix="check the path")
-    if ext in (".csv", ".txt"):
-        return pd.read_csv(
-            path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig"
-        )
-    if ext in (".xlsx", ".xlsm"):
-        return pd.read_excel(path, sheet_name=0 if sheet is None else sheet, dtype=object)
-    raise DataError(
-        f"unsupported lesion file type {ext!r} ({path.name})",
-        fix="give a .csv or .xlsx file",
-    )
-
-
-def read_lesions(path: str | os.PathLike, *, sheet: str | int | None = None) -> LesionData:
+def read_lesions(
+    path: str | os.PathLike, *, sheet: str | int | None = None, all_errors: bool = False
+) -> LesionData:
     """Read a lesion-level CSV or XLSX file into the canonical lesion table.
 
     Parameters
     ----------
     path : path-like
-        ``.csv`` (UTF-8, comma separated) or ``.xlsx``. Header (case-insensitive): ``subject,
-        day, lesion_id, lesion_type, organ, is_node, diameter_mm, state`` and optionally
-        ``reader``. Instead of ``day`` the file may give ``date`` and ``first_dose_date`` (ISO
-        8601); then ``day = date - first_dose_date`` in days. If both are given they must agree.
+        ``.csv`` (UTF-8; comma, semicolon, tab or pipe separated, detected from the header; in a
+        file that is not comma-separated, ``day`` and ``diameter_mm`` may use a decimal comma)
+        or ``.xlsx``. Header (case-insensitive): ``subject, day, lesion_id, lesion_type, organ,
+        is_node, diameter_mm, state`` and optionally ``reader``. Instead of ``day`` the file may
+        give ``date`` and ``first_dose_date`` (ISO 8601); then ``day = date -
+        first_dose_date`` in days. If both are given they must agree.
     sheet : str or int, optional
         Worksheet of an XLSX file (default: the first).
+    all_errors : bool, default False
+        Check every row and raise one :class:`DataProblems` listing every problem, instead of
+        a :class:`~pkpd.errors.DataError` for the first (which says how many more there are).
 
     Returns
     -------
     LesionData
         ``(lesions, report)``: the table of :func:`validate_lesions` (``row`` = data row, 1 =
-        first row under the header; ``source`` = file name) and a :class:`DataReport` (blank
-        rows are dropped; all other rows are used).
+        first row under the header; ``source`` = file name; ``attrs["file_format"]`` says how
+        the file was read) and a :class:`DataReport` (blank rows are dropped; all other rows
+        are used).
 
     Raises
     ------
     DataError
-        Unreadable file, missing columns, unparseable dates, inconsistent first-dose dates, and
-        everything :func:`validate_lesions` checks.
+        A missing, empty, non-UTF-8 or unreadable file, a file with no data rows, missing
+        columns, unparseable dates, inconsistent first-dose dates, and everything
+        :func:`validate_lesions` checks.
     """
     path = Path(path)
-    raw = _read_sheet_or_csv(path, sheet)
+    raw = _read_table(path, "lesion file", sheet=sheet, numeric=("day", "diameter_mm"))
+    fmt = dict(raw.attrs.get("file_format", {}))
     raw = _lower_columns(raw, f"file {path.name}")
     raw = raw.drop(
         columns=[
@@ -858,71 +1094,154 @@ def read_lesions(path: str | os.PathLike, *, sheet: str | int | None = None) -> 
     rows = np.arange(1, n + 1, dtype=np.int64)
     report = DataReport(f"lesion file {path.name}")
     blank = raw.map(_is_missing).all(axis=1).to_numpy() if n else np.zeros(0, dtype=bool)
-    subj_text = [_text(v) for v in raw["subject"]] if "subject" in raw.columns else [""] * n
+    if blank.all():
+        raise DataError(
+            f"lesion file {str(path)!r} has a header but no data rows"
+            + (f" ({n} blank row{'s' if n != 1 else ''})" if n else ""),
+            fix="give one row per lesion per assessment under the header",
+        )
+    _check_lesion_header(raw, path, fmt)
+    subj_text = [_text(v) for v in raw["subject"]]
     report.add(path.name, rows[blank], np.asarray(subj_text, dtype=object)[blank], "dropped",
                rule="blank", reason="blank row")
     frame = raw.loc[~blank].reset_index(drop=True)
-    keep_rows = rows[~blank]
-    frame["row"] = keep_rows
+    frame["row"] = rows[~blank]
     frame["source"] = path.name
-
-    has_day = "day" in frame.columns
-    has_date = "date" in frame.columns
-    if has_date:
-        if "first_dose_date" not in frame.columns:
-            raise DataError(
-                f"{path.name} has a date column but no first_dose_date column",
-                column="first_dose_date",
-                fix="add first_dose_date (the date of the first dose, day 0) for every subject, "
-                "or give day instead of date",
-            )
-        ref: dict[str, _dt.date] = {}
-        day_from_dates = np.empty(len(frame))
-        for i in range(len(frame)):
-            r = int(keep_rows[i])
-            s = _text(frame["subject"].iloc[i]) if "subject" in frame.columns else ""
-            d, _ = _date_or_fail(frame["date"].iloc[i], row=r, subject=s, column="date")
-            f, _ = _date_or_fail(
-                frame["first_dose_date"].iloc[i], row=r, subject=s, column="first_dose_date"
-            )
-            if d is None or f is None:
-                col = "date" if d is None else "first_dose_date"
-                raise DataError(
-                    f"{col} is missing",
-                    row=r,
-                    subject=s,
-                    column=col,
-                    fix="give the assessment date and the first-dose date on every record",
-                )
-            if s in ref and ref[s] != f:
-                raise DataError(
-                    f"first_dose_date differs between records of the subject ({ref[s]} before)",
-                    row=r,
-                    subject=s,
-                    column="first_dose_date",
-                    value=str(f),
-                    fix="give one first-dose date per subject",
-                )
-            ref[s] = f
-            day_from_dates[i] = (d - f).days
-            if has_day:
-                given = _number(frame["day"].iloc[i])
-                if given is not None and not math.isnan(given) and given != day_from_dates[i]:
-                    raise DataError(
-                        f"day disagrees with date - first_dose_date = {int(day_from_dates[i])}",
-                        row=r,
-                        subject=s,
-                        column="day",
-                        value=_show(given),
-                        fix="drop the day column (days are computed from the dates) or fix it",
-                    )
-        frame["day"] = day_from_dates
-        frame = frame.drop(columns=["date", "first_dose_date"])
-        frame.attrs["reference_dates"] = {k: v.isoformat() for k, v in ref.items()}
-    lesions = validate_lesions(frame)
+    problems = _Problems(f"lesion file {path.name}", all_errors)
+    if "date" in frame.columns:
+        frame = _days_from_dates(frame, path.name, problems)
+    lesions = _validate_lesions(frame, problems)
+    problems.finish()
+    lesions.attrs["file_format"] = fmt
     report.add(path.name, lesions["row"].to_numpy(), lesions["subject"].to_numpy(), "used")
     report._check_complete(path.name, n)
     return LesionData(lesions, report)
+
+
+def _check_lesion_header(raw: pd.DataFrame, path: Path, fmt: Mapping[str, object]) -> None:
+    """The required columns of a lesion file, with how the file was read when they are missing
+    (a wrong separator shows up as one long column name)."""
+    need = [c for c in REQUIRED_LESION_COLUMNS if not (c == "day" and "date" in raw.columns)]
+    missing = [c for c in need if c not in raw.columns]
+    if "date" in raw.columns and "first_dose_date" not in raw.columns:
+        raise DataError(
+            f"{path.name} has a date column but no first_dose_date column",
+            column="first_dose_date",
+            fix="add first_dose_date (the date of the first dose, day 0) for every subject, "
+            "or give day instead of date",
+        )
+    if not missing:
+        return
+    how = (f"read as {fmt['separator']}-separated; " if fmt.get("separator") else
+           f"worksheet {fmt['worksheet']!r}; " if fmt.get("worksheet") is not None else "")
+    found = ", ".join(repr(str(c)) for c in raw.columns) or "none"
+    raise DataError(
+        f"lesion file {path.name} is missing the column(s) {', '.join(missing)} ({how}"
+        f"columns found: {found})",
+        column=missing[0],
+        fix=f"use the header {_HEADER_HINT}",
+    )
+
+
+def _days_from_dates(frame: pd.DataFrame, name: str, problems: _Problems) -> pd.DataFrame:
+    """Replace ``date`` and ``first_dose_date`` by ``day = date - first_dose_date``; a bad or
+    missing date is reported to ``problems`` and leaves the day empty."""
+    has_day = "day" in frame.columns
+    ref: dict[str, _dt.date] = {}
+    days = np.full(len(frame), np.nan)
+    for i in range(len(frame)):
+        r = int(frame["row"].iloc[i])
+        s = _text(frame["subject"].iloc[i])
+        d = f = None
+        for col in ("date", "first_dose_date"):
+            try:
+                value, _ = _parse_date(frame[col].iloc[i])
+            except (ValueError, OverflowError):
+                problems.add("unparseable date", row=r, subject=s or None, column=col,
+                             value=_show(frame[col].iloc[i]),
+                             fix="write dates as ISO 8601 YYYY-MM-DD", source=name)
+                continue
+            if value is None:
+                problems.add(f"{col} is missing", row=r, subject=s or None, column=col,
+                             fix="give the assessment date and the first-dose date on every "
+                             "record", source=name)
+            elif col == "date":
+                d = value
+            else:
+                f = value
+        if f is not None and s in ref and ref[s] != f:
+            problems.add(
+                f"first_dose_date differs between records of the subject ({ref[s]} before)",
+                row=r, subject=s, column="first_dose_date", value=str(f),
+                fix="give one first-dose date per subject", source=name)
+            continue
+        if f is not None:
+            ref[s] = f
+        if d is None or f is None:
+            continue
+        days[i] = (d - f).days
+        given = _number(frame["day"].iloc[i]) if has_day else None
+        if given is not None and not math.isnan(given) and given != days[i]:
+            problems.add(
+                f"day disagrees with date - first_dose_date = {int(days[i])}",
+                row=r, subject=s, column="day", value=_show(given),
+                fix="drop the day column (days are computed from the dates) or fix it",
+                source=name)
+    frame = frame.drop(columns=["date", "first_dose_date"])
+    frame["day"] = days
+    frame.attrs["reference_dates"] = {k: v.isoformat() for k, v in ref.items()}
+    return frame
+
+
+#: columns of a subjects file (:func:`read_subjects`); ``subject`` is required
+SUBJECT_COLUMNS = ("subject", "death_day", "last_known_alive_day", "new_therapy_day")
+
+
+def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a per-subject file for :func:`pkpd.recist.evaluate` (``pkpd recist --subjects``).
+
+    The file (.csv with a comma, semicolon or tab, or .xlsx) has the columns
+    :data:`SUBJECT_COLUMNS` (names case-insensitive; only ``subject`` is required). Days are
+    since the first dose; a decimal comma is read in a file that is not comma-separated.
+    Subject ids stay text (``001`` is not ``1``). Other columns are an error, so that a
+    misspelt ``death_day`` is not silently ignored.
+
+    Raises
+    ------
+    DataError
+        A missing, empty, non-UTF-8 or unreadable file, no data rows, no ``subject`` column,
+        or an unknown column.
+    """
+    path = Path(path)
+    raw = _read_table(path, "subjects file", numeric=SUBJECT_COLUMNS[1:])
+    fmt = raw.attrs.get("file_format", {})
+    df = _lower_columns(raw, f"subjects file {path.name}")
+    df = df.drop(columns=[c for c in df.columns
+                          if c.startswith("unnamed:") and df[c].map(_is_missing).all()])
+    how = f"read as {fmt['separator']}-separated; " if fmt.get("separator") else ""
+    found = ", ".join(repr(str(c)) for c in raw.columns) or "none"
+    if "subject" not in df.columns:
+        raise DataError(
+            f"subjects file {path.name} has no subject column ({how}columns found: {found})",
+            column="subject",
+            fix=f"use the header {', '.join(SUBJECT_COLUMNS)} (only subject is required)",
+        )
+    unknown = [c for c in df.columns if c not in SUBJECT_COLUMNS]
+    if unknown:
+        raise DataError(
+            f"subjects file {path.name} has unknown column(s) {', '.join(unknown)}",
+            column=unknown[0],
+            fix=f"use only the columns {', '.join(SUBJECT_COLUMNS)} (check the spelling; remove "
+            "other columns)",
+        )
+    blank = df.map(_is_missing).all(axis=1).to_numpy() if len(df) else np.zeros(0, dtype=bool)
+    if blank.all():
+        raise DataError(f"subjects file {str(path)!r} has a header but no data rows",
+                        fix="give one row per subject under the header, or leave out --subjects")
+    df = df.map(_cell)
+    df.attrs["file_format"] = dict(fmt)
+    df.attrs["source"] = path.name
+    return df
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1063,22 +1382,17 @@ def sld_series(lesions: pd.DataFrame, *, too_small_mm: float = TOO_SMALL_MM) -> 
 # ------------------------------------------------------------------------------------------------
 
 
-def _read_cdisc_table(path: Path) -> pd.DataFrame:
+def _read_cdisc_table(path: Path, domain: str | None = None) -> pd.DataFrame:
     """Read a .csv, .xpt or .sas7bdat file: upper-case column names, text cells stripped."""
-    if not path.exists():
-        raise DataError(f"file not found: {str(path)!r}", fix="check the path")
+    from .io import check_input_file
+
+    what = f"{(domain or path.stem).upper()} file"
+    check_input_file(path, what)
     ext = path.suffix.lower()
     if ext == ".csv":
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        df = _read_table(path, what)
     elif ext in (".xpt", ".sas7bdat"):
-        try:
-            import pyreadstat
-        except ImportError:  # pragma: no cover - pyreadstat is a dependency
-            fmt = "xport" if ext == ".xpt" else "sas7bdat"
-            df = pd.read_sas(path, format=fmt, encoding="utf-8")
-        else:
-            reader = pyreadstat.read_xport if ext == ".xpt" else pyreadstat.read_sas7bdat
-            df, _ = reader(str(path))
+        df = _read_sas(path, what)
     else:
         raise DataError(
             f"unsupported CDISC file type {ext!r} ({path.name})",
@@ -1112,7 +1426,7 @@ def _collect_domains(
             df.columns = [str(c).strip().upper() for c in df.columns]
             out[dom] = (df.reset_index(drop=True), name)
         else:
-            out[dom] = (_read_cdisc_table(Path(item)), Path(item).name)
+            out[dom] = (_read_cdisc_table(Path(item), dom), Path(item).name)
 
     if isinstance(source, Mapping):
         for k, v in source.items():
@@ -1121,8 +1435,9 @@ def _collect_domains(
     if isinstance(source, str | os.PathLike):
         folder = Path(source)
         if not folder.is_dir():
+            found = "is a file, not a folder" if folder.exists() else "does not exist"
             raise DataError(
-                f"{what} folder not found: {str(folder)!r}",
+                f"{what} folder {str(folder)!r} {found}",
                 fix=f"give a folder holding {', '.join(d.lower() for d in wanted)} files "
                 "(.csv, .xpt or .sas7bdat), or a list of paths",
             )
@@ -1238,12 +1553,41 @@ def _ref_for(ref, subject: str, row: int, domain: str) -> _dt.date:
     return ref[subject][0]
 
 
+def _sdtm_domains(source) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The SDTM domains of ``source``; TU and TR must be among them."""
+    doms = _collect_domains(source, ("TU", "TR", "RS", "DM", "EX"), "SDTM")
+    missing = [d for d in ("TU", "TR") if d not in doms]
+    if missing:
+        where = ""
+        if isinstance(source, str | os.PathLike):
+            files = sorted(f.name for f in Path(source).iterdir())
+            shown = ", ".join(files[:12]) + (f", ... ({len(files)} in all)" if len(files) > 12
+                                            else "")
+            where = f" in folder {str(source)!r} (files there: {shown or 'none'})"
+        raise DataError(
+            f"SDTM input lacks the {' and '.join(missing)} domain(s){where} (domains found: "
+            f"{', '.join(doms) or 'none'})",
+            fix="give tu and tr files (.csv, .xpt or .sas7bdat) named after their domain, or "
+            "give a lesion-level .csv/.xlsx file instead of a folder",
+        )
+    for dom in ("TU", "TR"):
+        df, name = doms[dom]
+        if not len(df):
+            raise DataError(
+                f"the {dom} domain ({name}) has no records",
+                fix=f"give the {dom} records (one per lesion{' per assessment' * (dom == 'TR')}) "
+                "under the header",
+            )
+    return doms
+
+
 def read_sdtm(
     source: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, object],
     evaluator: str | None = "INVESTIGATOR",
     *,
     criteria: str | None = "RECIST 1.1",
     assessment_date: Literal["visit", "record"] = "visit",
+    all_errors: bool = False,
 ) -> SdtmData:
     """Read SDTM TU + TR (+ RS, DM, EX) into the canonical lesion table and a response table.
 
@@ -1281,6 +1625,9 @@ def read_sdtm(
         RSCAT of the RS records to keep (None keeps all).
     assessment_date : {"visit", "record"}, default "visit"
         How an assessment day is chosen (see 4.).
+    all_errors : bool, default False
+        List every problem of the lesion-table checks (:func:`validate_lesions`) at once, as a
+        :class:`DataProblems`; the SDTM-specific checks before them stop at the first problem.
 
     Returns
     -------
@@ -1300,14 +1647,7 @@ def read_sdtm(
         Missing domains or variables, unknown lesion types or states, TR records linked to no
         TU lesion, unparseable dates, subjects without a reference date, duplicate measurements.
     """
-    doms = _collect_domains(source, ("TU", "TR", "RS", "DM", "EX"), "SDTM")
-    missing = [d for d in ("TU", "TR") if d not in doms]
-    if missing:
-        raise DataError(
-            f"SDTM input lacks the {' and '.join(missing)} domain(s) (found: "
-            f"{', '.join(doms) or 'none'})",
-            fix="give tu and tr files (.csv, .xpt or .sas7bdat) named after their domain",
-        )
+    doms = _sdtm_domains(source)
     report = DataReport("SDTM " + ", ".join(f"{d}={n}" for d, (_, n) in doms.items()))
     ref = _reference_dates(doms.get("DM"), doms.get("EX"))
 
@@ -1390,6 +1730,13 @@ def read_sdtm(
             report.add(tr_name, i + 1, subj[i], "dropped", rule="other_evaluator",
                        reason=f"TREVAL {treval[i]} (reading {evaluator})")
             keep[i] = False
+    if n_tr and not keep.any():
+        raise DataError(
+            f"TR ({tr_name}) has no records of evaluator {evaluator!r} (TREVAL found: "
+            f"{', '.join(sorted(set(treval)))})",
+            column="TREVAL",
+            fix="choose one of those with --evaluator (API: evaluator=)",
+        )
     accepted_subjects = {subj[i] for i in range(n_tr) if keep[i] and acpt[i] == "Y"}
     for i in range(n_tr):
         if keep[i] and subj[i] in accepted_subjects and acpt[i] != "Y":
@@ -1429,8 +1776,9 @@ def read_sdtm(
     def value_of(i: int) -> float:
         raw = tr[stresn_col].iloc[i] if stresn_col else (stresc[i] or orres[i])
         x = _number(raw)
-        if x is None:
+        if x is None:  # text in TRSTRESN: TRSTRESC may still hold the number
             x = _number(stresc[i]) if stresn_col else None
+            x = None if x is not None and math.isnan(x) else x
         if x is None:
             raise DataError(
                 "non-numeric diameter",
@@ -1613,7 +1961,7 @@ def read_sdtm(
         )
     frame = pd.DataFrame(rows_out, columns=list(LESION_COLUMNS))
     frame = frame.sort_values(["row", "lesion_id"], kind="stable").reset_index(drop=True)
-    lesions = validate_lesions(frame) if len(frame) else _empty_lesions()
+    lesions = validate_lesions(frame, all_errors=all_errors) if len(frame) else _empty_lesions()
 
     # SUMDIAM cross-check
     if sumdiam:
@@ -1801,7 +2149,7 @@ def _adam_one(source, name: str) -> tuple[pd.DataFrame, str]:
         df.columns = [str(c).strip().upper() for c in df.columns]
         return df.reset_index(drop=True), name.lower()
     p = Path(source)
-    return _read_cdisc_table(p), p.name
+    return _read_cdisc_table(p, name), p.name
 
 
 def _adam_refs(df: pd.DataFrame, adsl_ref: dict[str, _dt.date], name: str) -> list:
@@ -2179,6 +2527,33 @@ def _patient_id(v: object) -> str:
     return _text(v)
 
 
+def _open_workbook(path: Path, what: str):
+    """An openpyxl workbook (read-only, values), or a :class:`DataError` naming the file."""
+    import zipfile
+
+    import openpyxl
+
+    from .io import check_input_file
+
+    check_input_file(path, what)
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{what} {str(path)!r} is not an Excel workbook (an .xlsx file is a zip archive; "
+            "this one is not)",
+            fix="give the .xlsx file itself",
+        )
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged workbook can fail in many ways
+        if isinstance(exc, MemoryError):
+            raise
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read as an Excel workbook "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())})",
+            fix="give the original .xlsx file, or open it in Excel and save it again as .xlsx",
+        ) from None
+
+
 def read_laleh_s1(
     path: str | os.PathLike | None = None,
     *,
@@ -2221,7 +2596,6 @@ def read_laleh_s1(
         sheet, 1 = Excel row 2), sorted by subject (order of first appearance) then day. The
         report lists all 8,560 rows (source ``<file>:<sheet>``).
     """
-    import openpyxl
 
     path = Path(path) if path is not None else laleh_s1_default_path()
     if not path.exists():
@@ -2230,7 +2604,7 @@ def read_laleh_s1(
             fix="pass path= to the journal.pcbi.1009822.s006.xlsx file",
         )
     report = DataReport(f"Laleh et al. 2022 S1 ({path.name})", LALEH_RULES)
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    wb = _open_workbook(path, "Laleh S1 workbook")
     out = []
     counts: dict[str, int] = {}  # data rows per sheet; used rows are reported below
     try:
