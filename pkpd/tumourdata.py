@@ -845,10 +845,10 @@ def _check_lesion_consistency(out: pd.DataFrame, ok: np.ndarray, problems: _Prob
              "lesion_id", lid,
              "keep one record per lesion per assessment (use the reader column when several "
              "readers assessed the same scan)")
+    lesion = ["subject", "reader", "lesion_id"]
     for col in ("lesion_type", "is_node"):
-        for _, grp in good.groupby(["subject", "reader", "lesion_id"], sort=False):
-            if grp[col].nunique() < 2:
-                continue
+        changes = good.groupby(lesion, sort=False)[col].transform("nunique") > 1
+        for _, grp in good.loc[changes].groupby(lesion, sort=False):
             first = grp.index[0]
             lid = out["lesion_id"].iloc[first]
             changed = grp.index[(grp[col] != grp[col].iloc[0]).to_numpy()][0]
