@@ -88,6 +88,55 @@ def test_prior_on_fixed_parameter():
 
 
 @needs_pheno
+def test_fixed_value_may_not_override_an_individual_expression():
+    """[fixed] V = 2 next to [individual] V = "..." used to drop the expression silently."""
+    raw = pheno_raw()
+    raw["fixed"] = {"V": 2.0}
+    msg = spec_error(raw)
+    assert "[fixed]" in msg and "'V' is fixed at 2.0" in msg
+    assert "theta2*WGT" in msg and "silently" in msg and "Fix: remove V from [fixed]" in msg
+    for section, key in (("individual", "V"), ("theta", "theta2"), ("theta", "theta3"),
+                         ("omega", "eta_V")):
+        del raw[section][key]
+    spec = load_spec(raw)             # fixed without an expression is fine
+    assert spec.fixed == {"V": 2.0} and "V" not in spec.individual
+
+
+@needs_pheno
+@pytest.mark.parametrize("name, needle", [
+    (".", "is '.' or '..'"), ("..", "is '.' or '..'"), ("../other", "path separator"),
+    ("a/b", "path separator"), ("a\\b", "path separator"), ("", "is empty"), ("  ", "is empty"),
+    (".hidden", "starts with a dot"), ("bad\nname", "control character"),
+])
+def test_fit_name_must_be_a_plain_folder_name(name, needle):
+    """[fit] name is the results folder's name: a path would let pkpd write or replace folders
+    elsewhere (name = "." once replaced the spec's own folder)."""
+    raw = pheno_raw()
+    raw["fit"]["name"] = name
+    msg = spec_error(raw)
+    assert "[fit]" in msg and repr(name) in msg and needle in msg
+    assert "Fix: e.g. name = 'phenobarbital'" in msg and "--out" in msg
+
+
+@needs_pheno
+def test_fit_name_default_from_a_dotted_spec_file(tmp_path):
+    """Without [fit] name the folder is named after the spec file; '.hidden.toml' would give a
+    hidden folder next to pkpd's working folders."""
+    text = (FITS / "phenobarbital.toml").read_text()
+    text = text.replace('name = "phenobarbital"\n', "", 1)
+    text = text.replace('path = "../../shared/data/pk_phenobarbital/pheno_pharmpy.csv"',
+                        f'path = "{PHENO_CSV.as_posix()}"', 1)
+    assert "phenobarbital\"" not in text and str(PHENO_CSV.as_posix()) in text
+    p = tmp_path / ".hidden.toml"
+    p.write_text(text)
+    msg = spec_error(p)
+    assert "'.hidden'" in msg and "add [fit] name" in msg
+    ok = tmp_path / "plain.toml"
+    ok.write_text(text)
+    assert load_spec(ok).name == "plain"
+
+
+@needs_pheno
 @pytest.mark.parametrize("residual, needle", [
     ({"model": "exponentialx", "prop": "HalfNormal(1)"}, "'exponentialx' is unknown"),
     ({"model": "combined2", "prop": "HalfNormal(1)"}, "needs a prior for 'add'"),

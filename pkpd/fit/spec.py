@@ -186,7 +186,7 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
     _keys(fit, {"name", "description", "source"}, _where(path, "fit"))
     _keys(raw.get("model", {}), {"tgi", "card", "pk", "absorption", "time_unit", "exposure"},
           _where(path, "model"))
-    name = str(fit.get("name") or (path.stem if path else "fit"))
+    name = _fit_name(fit, path)
     model = raw.get("model")
     if not isinstance(model, Mapping):
         raise SpecError(f"{_where(path, 'model')}: missing. Fix: add [model] with card = "
@@ -246,6 +246,28 @@ _DATA_KEYS = {"path", "format", "subject", "time", "time_unit", "dv", "dv_unit",
               "covariates"}
 _LONG_ONLY = {"subject", "time", "dv", "filter", "flag", "flag_values", "zero", "missing", "lloq",
               "stop_at_progression", "arm"}
+
+
+def _fit_name(fit, path) -> str:
+    """``[fit] name`` (default: the spec file's stem): the name of the results folder, so a
+    plain name; a path (``../other``, ``.``) would make pkpd write or replace folders elsewhere."""
+    given = "name" in fit
+    name = str(fit["name"]) if given else (path.stem if path else "fit")
+    bad = ("is empty" if not name.strip() else
+           "is '.' or '..'" if name in (".", "..") else
+           "contains a path separator" if ("/" in name or "\\" in name) else
+           "starts with a dot (pkpd keeps its hidden working folders .NAME.partial there)"
+           if name.startswith(".") else
+           "contains a control character" if any(ord(c) < 32 for c in name) else "")
+    if not bad:
+        return name
+    if given:
+        raise SpecError(f"{_where(path, 'fit')}: name {name!r} {bad}; it names the results "
+                        "folder, so it must be a plain folder name. Fix: e.g. name = "
+                        "'phenobarbital'; to write elsewhere use `pkpd fit SPEC --out FOLDER`")
+    raise SpecError(f"{_where(path, 'fit')}: the results folder would be named after the spec "
+                    f"file, {name!r}, which {bad}. Fix: add [fit] name = 'NAME' (a plain "
+                    "folder name), or rename the spec file")
 
 
 def _keys(table, allowed, where):
@@ -310,6 +332,12 @@ def _parameters(raw, path, kind, params, card):
         if k in tspec:
             raise SpecError(f"{_where(path, 'theta')}: a prior on the fixed parameter {k!r}. "
                             f"Fix: remove {k} from [fixed] to estimate it, or drop its prior")
+        if k in ind_spec:
+            raise SpecError(f"{_where(path, 'fixed')}: {k!r} is fixed at {fixed_spec[k]!r} and "
+                            f"also has the expression [individual] {k} = {ind_spec[k]!r}; the "
+                            "fixed value would silently replace the expression. Fix: remove "
+                            f"{k} from [fixed] to use the expression, or from [individual] to "
+                            "hold it fixed")
     for k in ind_spec:
         if k not in params:
             raise SpecError(f"{_where(path, 'individual')}: {k!r} is not a parameter of the "
