@@ -15,6 +15,10 @@ Covariate effect types (``[[covariates]]`` tables):
 IIV (``[iiv.NAME]``): ``type = "exp"`` gives ``P_i = P * exp(eta)``, ``type = "add"`` gives
 ``P_i = P + eta``; ``eta ~ N(0, Omega)`` with variances ``omega2`` and off-diagonal terms from
 ``[[iiv_covariance]]`` (``cov``) or ``[[iiv_correlation]]`` (``corr``).
+
+Parameter domains (``[parameters.NAME] domain = "positive"``, ``"nonnegative"``, ``"real"`` or an
+interval such as ``"[0, 1]"``; default :func:`pkpd.pk.default_domain`): the card's own values,
+covariate-adjusted typical values, IIV draws and every override are checked against them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
-from .pk import PKModel, make_model
+from .pk import (
+    PARAM_NAME_RE,
+    Domain,
+    PKModel,
+    check_domains,
+    check_names,
+    default_domain,
+    make_model,
+    parse_domain,
+)
 from .units import conc_factor, normalize_amount_unit, normalize_conc_unit, normalize_time_unit
 
 __all__ = ["Card", "load_card", "list_cards", "models_dir"]
@@ -120,6 +133,39 @@ class Card:
     def parameter_names(self) -> list[str]:
         return list(self.raw["parameters"])
 
+    def domain(self, name: str) -> Domain:
+        """Domain of parameter ``name``: the card's ``domain`` field, else the default."""
+        p = self.raw["parameters"].get(name, {})
+        if "domain" in p:
+            return parse_domain(p["domain"], f"card {self.name}, parameter {name}")
+        return default_domain(name)
+
+    def domains(self) -> dict[str, Domain]:
+        """Domain of every parameter of the card (and, for PK cards, of the model)."""
+        return {k: self.domain(k) for k in self.known_parameters()}
+
+    def units(self) -> dict[str, str]:
+        return {k: str(v.get("unit", "")) for k, v in self.raw["parameters"].items()}
+
+    def known_parameters(self) -> list[str]:
+        """The card's parameters, then the model's structural parameters it does not list."""
+        names = list(self.raw["parameters"])
+        if self.kind == "pk":
+            names += [k for k in self.model().parameters if k not in names]
+        return names
+
+    def check_params(self, params: Mapping, *, who: str = "parameters",
+                     fix: str | None = None) -> None:
+        """Refuse a name that is not a parameter of this card (PK cards also accept the dose
+        parameters F<n>, ALAG<n>, R<n>, D<n>) and a value outside its domain. Values may be
+        numbers or arrays (one per subject)."""
+        n_cmt = self.model().n_cmt if self.kind == "pk" else 0
+        check_names(list(params), self.known_parameters(), owner=f"card {self.name}",
+                    n_cmt=n_cmt)
+        doms = {k: self.domain(k) for k in params}
+        check_domains(params, doms, who=f"{who} of card {self.name}", units=self.units(),
+                      fix=fix)
+
     def parameter_table(self) -> list[dict]:
         """One dict per parameter: name, value, unit, description, source."""
         return [dict(name=k, **v) for k, v in self.raw["parameters"].items()]
@@ -153,6 +199,11 @@ class Card:
                 hit = x >= c["level"] if c.get("at_least") else x == c["level"]
                 f = 1.0 + eff if hit else 1.0
             out[c["parameter"]] *= f
+        if self.raw.get("covariates"):
+            used = {c["covariate"]: cov[c["covariate"]] for c in self.raw["covariates"]}
+            check_domains(out, {k: self.domain(k) for k in out}, units=self.units(),
+                          who=f"card {self.name}: the typical value at covariates {used}",
+                          fix="check the covariate values (units as in the card)")
         return out
 
     # ---- variability ----------------------------------------------------------------------
@@ -194,7 +245,11 @@ class Card:
         etas = (rng.multivariate_normal(np.zeros(len(names)), self.omega(), size=n)
                 if names else np.zeros((n, 0)))
         out = {k: np.full(n, v) for k, v in typ.items()}
-        return self.apply_eta(out, {nm: etas[:, i] for i, nm in enumerate(names)})
+        out = self.apply_eta(out, {nm: etas[:, i] for i, nm in enumerate(names)})
+        check_domains(out, {k: self.domain(k) for k in out}, units=self.units(),
+                      who=f"card {self.name}: an IIV draw",
+                      fix="check the card's [iiv] variances and types")
+        return out
 
     @property
     def residual(self) -> dict:
@@ -236,20 +291,58 @@ def _validate(raw: dict, where: str) -> None:
         from .combination import check_card
 
         check_card(raw, where)
-    for name, p in raw["parameters"].items():
-        for key in ("value", "unit", "source"):
-            if key not in p:
-                raise ModelError(f"{where}: parameter {name} needs '{key}' (value, unit, source)")
+    domains = _validate_parameters(raw["parameters"], where)
     for name, v in raw.get("iiv", {}).items():
         if name not in raw["parameters"]:
             raise ModelError(f"{where}: IIV on unknown parameter {name}")
         if v.get("type", "exp") not in ("exp", "add") or float(v["omega2"]) < 0:
             raise ModelError(f"{where}: IIV {name} needs omega2 >= 0 and type exp|add")
+        _check_iiv_domain(name, v.get("type", "exp"), domains[name], where)
     for c in raw.get("covariates", []):
         if c.get("type") not in _COV_TYPES:
             raise ModelError(f"{where}: covariate type {c.get('type')!r}; use one of {_COV_TYPES}")
         if c.get("parameter") not in raw["parameters"]:
             raise ModelError(f"{where}: covariate effect on unknown parameter {c.get('parameter')}")
+
+
+def _validate_parameters(params: dict, where: str) -> dict[str, Domain]:
+    """Names, required fields, numeric values inside their domains; returns the domains."""
+    if not isinstance(params, dict) or not params:
+        raise ModelError(f"{where}: [parameters] is empty. Fix: add [parameters.NAME] tables")
+    domains = {}
+    for name, p in params.items():
+        if not PARAM_NAME_RE.fullmatch(name):
+            raise ModelError(f"{where}: parameter name {name!r} is not a name (a letter, then "
+                             "letters, digits or _). Fix: rename it, e.g. CL_F for 'CL/F'")
+        if not isinstance(p, dict):
+            raise ModelError(f"{where}: parameters.{name} must be a table with value, unit, "
+                             "source. Fix: see models/anlotinib.toml")
+        for key in ("value", "unit", "source"):
+            if key not in p:
+                raise ModelError(f"{where}: parameter {name} needs '{key}' (value, unit, source)")
+        v = p["value"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ModelError(f"{where}: parameter {name} value must be a number; got {v!r}. "
+                             "Fix: write e.g. value = 9.26")
+        dom = (parse_domain(p["domain"], f"{where}: parameter {name}") if "domain" in p
+               else default_domain(name))
+        check_domains({name: v}, {name: dom}, who=where, units={name: str(p["unit"])},
+                      fix=f"correct the value, or state the parameter's domain (domain = ...) "
+                      f"if {dom.describe()} is wrong for {name}")
+        domains[name] = dom
+    return domains
+
+
+def _check_iiv_domain(name: str, kind: str, dom: Domain, where: str) -> None:
+    """IIV must not be able to leave the domain: ``exp`` needs an upper end of inf and a lower
+    end <= 0, ``add`` needs the whole real line."""
+    if kind == "add" and (np.isfinite(dom.lo) or np.isfinite(dom.hi)):
+        raise ModelError(f"{where}: IIV on {name} is additive (P + eta), which can leave its "
+                         f"domain, {dom.describe()}. Fix: use type = \"exp\" (P * exp(eta))")
+    if kind == "exp" and (np.isfinite(dom.hi) or dom.lo > 0):
+        raise ModelError(f"{where}: IIV on {name} is exponential (P * exp(eta)), which can leave "
+                         f"its domain, {dom.describe()}. Fix: drop the IIV on {name} or widen "
+                         "its domain")
 
 
 def load_card(name_or_path: str | os.PathLike) -> Card:
