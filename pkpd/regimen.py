@@ -41,6 +41,8 @@ __all__ = [
     "DOSE_UNITS",
     "DOSES_PER_DAY",
     "GFR_CAP_ML_MIN",
+    "MAX_DOSES",
+    "MAX_CYCLES",
     "RegimenUnitError",
     "Phase",
     "Hold",
@@ -65,6 +67,11 @@ DOSE_UNITS = ("mg", "mg/kg", "mg/m2", "AUC")
 DOSES_PER_DAY = (1, 2, 3, 4, 6, 8, 12, 24)
 #: default cap on the GFR used in the Calvert formula (FDA carboplatin dosing guidance, 2010)
 GFR_CAP_ML_MIN = 125.0
+#: most doses one regimen may expand to within a horizon (about 11 years of doses every hour;
+#: 10 years of daily dosing is 3653), checked before anything is allocated
+MAX_DOSES = 100_000
+#: most cycles one regimen may expand to within a horizon (273 years of 1-day cycles)
+MAX_CYCLES = 100_000
 
 _EPS = 1e-9  # tolerance (days) when comparing dose times with day boundaries
 _ROUTE_ALIASES = {
@@ -868,6 +875,33 @@ class Regimen:
     def _who(self) -> str:
         return f"the {self.drug} regimen" if self.drug else "the regimen"
 
+    def expansion(self, days: float | None = None) -> tuple[int, int]:
+        """Upper bounds on the number of cycles and of doses within ``days`` (default: the end
+        of the regimen), counted without allocating anything (holds not subtracted).
+
+        Raises :class:`RegimenError` when they exceed :data:`MAX_CYCLES` or :data:`MAX_DOSES`.
+        """
+        horizon = _horizon(days, self.total_days, self._who())
+        n_cycles = n_doses = 0
+        t0 = self.start_day
+        for p in self.phases:
+            if t0 >= horizon:
+                break
+            n = math.ceil((horizon - t0) / p.cycle_days) + 1
+            if p.n_cycles is not None:
+                n = min(n, p.n_cycles)
+            n_cycles += n
+            n_doses += n * len(p.days) * p.doses_per_day
+            t0 = t0 + p.length_days
+        if n_doses > MAX_DOSES or n_cycles > MAX_CYCLES:
+            what, n, most = (("doses", n_doses, MAX_DOSES) if n_doses > MAX_DOSES
+                             else ("cycles", n_cycles, MAX_CYCLES))
+            raise RegimenError(
+                f"{self._who()} ({self.to_text()!r}) expands to {n} {what} within "
+                f"{_fmt(horizon)} days; at most {most} are allowed. Fix: use a shorter horizon "
+                "(days); steady state is usually reached within a few cycles")
+        return n_cycles, n_doses
+
     def cycle_starts(self, days: float | None = None) -> Cycles:
         """Every cycle that starts before ``days`` (default: the end of the regimen).
 
@@ -879,6 +913,7 @@ class Regimen:
             clock, so cycles after a stop are still listed.
         """
         horizon = _horizon(days, self.total_days, self._who())
+        self.expansion(horizon)
         starts, lengths, phase_idx, cycle_idx = [], [], [], []
         t0 = self.start_day
         for k, p in enumerate(self.phases):
@@ -1197,7 +1232,7 @@ class Protocol(Mapping):
 _WORD = r"[^\W\d_](?:[^\W_]|[/^](?=[^\W_])|\.(?=\d))*"
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+)"
-    r"|(?P<num>\d+(?:\.\d+)?|\.\d+)"
+    r"|(?P<num>(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)"
     rf"|(?P<word>{_WORD})"
     r"|(?P<str>\"[^\"]*\"|'[^']*')"
     r"|(?P<punct>[-–—,;:=×])"
@@ -1291,12 +1326,18 @@ class _Parser:
         return None
 
     def number(self, fix: str, integer: bool = False) -> tuple[float, _Tok]:
+        """A number token (decimal or scientific: ``12``, ``0.5``, ``1.2e1``)."""
         tok = self.next()
         if tok.kind != "num":
             raise self.error(tok, fix)
-        if integer and "." in tok.text:
-            raise self.error(tok, fix, "expected a whole number")
-        return (int(tok.text) if integer else float(tok.text)), tok
+        x = float(tok.text)
+        if not math.isfinite(x):
+            raise self.error(tok, fix, "the number is too large")
+        if integer:
+            if not x.is_integer():
+                raise self.error(tok, fix, "expected a whole number")
+            return int(x), tok
+        return x, tok
 
     # ---- grammar ----
     def regimen(self) -> Regimen:
@@ -1342,7 +1383,8 @@ class _Parser:
 
     def dose(self, unit_optional: bool = False) -> tuple[float, str | None]:
         tok = self.peek()
-        m = re.fullmatch(r"AUC(\d+(?:\.\d+)?)?", tok.up) if tok.kind == "word" else None
+        m = (re.fullmatch(r"AUC((?:\d+(?:\.\d+)?|\.\d+)(?:E[-+]?\d+)?)?", tok.up)
+             if tok.kind == "word" else None)
         if m:
             self.next()
             if m.group(1):
@@ -1497,6 +1539,9 @@ class _Parser:
                 b = self.day_number(allow_bare=True)
                 if b < a:
                     raise self.error(tok, f"write D{b}-{a}", f"the range {a}-{b} runs backwards")
+            if len(days) + b - a + 1 > MAX_DOSES:
+                raise self.error(tok, "list the dosing days of one cycle (e.g. D1-14 Q21D)",
+                                 f"the day list has more than {MAX_DOSES} days")
             days.extend(range(a, b + 1))
             nxt = self.peek(1)
             if self.peek().text == "," and (nxt.kind == "num" or re.fullmatch(r"D\d+", nxt.up)):
