@@ -30,15 +30,30 @@ from .errors import PkpdError
 
 
 def _pairs(items, what: str) -> dict[str, float]:
+    """``NAME=VALUE`` options as a dict. Names are checked by the card (the parameters or
+    covariates it knows); a covariate must be finite, a parameter is checked against its
+    domain by the card."""
+    import math
+
+    example = "CL=9.3" if what == "--param" else "WT=70"
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise PkpdError(f"{what} {it!r} is not NAME=VALUE. Fix: e.g. {what} CL=9.3")
-        k, v = it.split("=", 1)
+            raise PkpdError(f"{what} {it!r} is not NAME=VALUE. Fix: e.g. {what} {example}")
+        k, v = (x.strip() for x in it.split("=", 1))
+        if not k:
+            raise PkpdError(f"{what} {it!r} has no name. Fix: e.g. {what} {example}")
+        if k in out:
+            raise PkpdError(f"{what} {k} is given twice ({out[k]:g} and {v}). Fix: give each "
+                            "name once")
         try:
-            out[k.strip()] = float(v)
+            out[k] = float(v)
         except ValueError:
-            raise PkpdError(f"{what} {it!r}: {v!r} is not a number") from None
+            raise PkpdError(f"{what} {it!r}: {v!r} is not a number. Fix: e.g. {what} "
+                            f"{example}") from None
+        if what != "--param" and not math.isfinite(out[k]):
+            raise PkpdError(f"{what} {it!r}: {v!r} is not a finite number. Fix: e.g. {what} "
+                            f"{example}")
     return out
 
 

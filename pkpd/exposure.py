@@ -6,22 +6,40 @@
 * ``ctrough``: the concentration just before the next cycle starts (before that cycle's dose);
   for the last cycle, at the end of its nominal length or at the horizon, whichever is first.
 * ``auc``: exact integral of the concentration over the cycle (an extra state integrates C).
+
+Work is bounded before anything is allocated: a regimen expands to at most
+:data:`~pkpd.regimen.MAX_DOSES` doses, and one :func:`cycle_exposure` evaluates the profile at
+most :data:`MAX_EXPOSURE_POINTS` times (the default grid thins from 2000 (300 for ODE models)
+points per cycle to fit, down to :data:`MIN_POINTS_PER_CYCLE`); :func:`concentration_profile`
+takes at most :data:`MAX_PROFILE_VALUES` subject-times.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from .cards import Card
+from .cards import Card, list_cards
 from .engine import SolverConfig, compile_records, solve_population, stack
 from .errors import RegimenError
 from .units import time_factor
 
-__all__ = ["CycleExposure", "cycle_exposure", "dose_records"]
+__all__ = ["CycleExposure", "cycle_exposure", "concentration_profile", "dose_records",
+           "check_regimen_drug", "MAX_EXPOSURE_POINTS", "MIN_POINTS_PER_CYCLE",
+           "MAX_PROFILE_VALUES"]
+
+#: most profile evaluations (grid + peak refinement) of one cycle_exposure: about 40 s and 1 GB
+#: here; 10 years of 1-day cycles (3653) fit with 141 grid points per cycle
+MAX_EXPOSURE_POINTS = 2_000_000
+#: fewest grid points per cycle before a horizon is refused as too long
+MIN_POINTS_PER_CYCLE = 24
+#: most concentrations (subjects x times) of one concentration_profile
+MAX_PROFILE_VALUES = 20_000_000
+_REFINE = 401  # refinement points around each cycle's grid maximum
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,63 @@ class CycleExposure:
         return df
 
 
+def check_regimen_drug(card: Card, regimen) -> None:
+    """A regimen (or resolved doses) prefixed with a drug (``"durvalumab: ..."``) must be for
+    this card's drug: its name or its ``[card] drug`` (case-insensitive)."""
+    drug = getattr(regimen, "drug", None)
+    if not drug:
+        return
+    mine = {card.name.lower(), str(card.raw["card"].get("drug", card.name)).lower()}
+    if str(drug).strip().lower() in mine:
+        return
+    other = (f"use the {drug} card (`pkpd exposure {drug} ...`)" if drug in list_cards()
+             else "use the card of that drug")
+    raise RegimenError(
+        f"this regimen is for {drug} but the card is {card.name}. Fix: {other}, or drop the "
+        f"'{drug}:' prefix to dose {card.name}")
+
+
+def _check_days(days) -> float:
+    try:
+        d = float(days)
+    except (TypeError, ValueError):
+        d = math.nan
+    if isinstance(days, bool) or not (math.isfinite(d) and d > 0):
+        raise RegimenError(f"the horizon must be a positive, finite number of days; got "
+                           f"{days!r}. Fix: e.g. --days 84 (days=84), the horizon from the "
+                           "first dose")
+    return d
+
+
+def _points_per_cycle(requested: int | None, default: int, n_cycles: int, n_doses: int,
+                      days: float) -> int:
+    """Grid points per cycle so that the whole evaluation stays within MAX_EXPOSURE_POINTS."""
+    fixed = n_cycles * (_REFINE + 3) + 2 * n_doses
+    budget = (MAX_EXPOSURE_POINTS - fixed) // max(n_cycles, 1)
+    want = default if requested is None else int(requested)
+    if want < 1:
+        raise RegimenError(f"points_per_cycle must be >= 1; got {requested!r}. Fix: leave it "
+                           "out for the default")
+    if want <= budget:
+        return want
+    if requested is None and budget >= MIN_POINTS_PER_CYCLE:
+        return int(budget)
+    need = fixed + n_cycles * (MIN_POINTS_PER_CYCLE if requested is None else want)
+    raise RegimenError(
+        f"the exposure over {days:g} days ({n_cycles} cycles, {n_doses} doses) needs about "
+        f"{need} concentration evaluations; at most {MAX_EXPOSURE_POINTS}, which is about "
+        f"{_max_cycles()} cycles. Fix: use a shorter horizon (--days)"
+        + ("" if requested is None else " or fewer points_per_cycle"))
+
+
+def _max_cycles() -> int:
+    """Most cycles (one dose each) that fit MAX_EXPOSURE_POINTS at MIN_POINTS_PER_CYCLE."""
+    return MAX_EXPOSURE_POINTS // (_REFINE + 3 + 2 + MIN_POINTS_PER_CYCLE)
+
+
 def dose_records(card: Card, doses) -> pd.DataFrame:
     """NONMEM-style dose records (model time unit) from a regimen's resolved doses."""
+    check_regimen_drug(card, doses)
     f = time_factor("day", card.time_unit)
     cmt_of = card.dose_cmt
     rows = []
@@ -98,12 +171,22 @@ def cycle_exposure(card: Card, regimen, days: float, *,
                    params: Mapping[str, float] | None = None,
                    points_per_cycle: int | None = None,
                    config: SolverConfig | None = None) -> CycleExposure:
-    """Typical-value (no IIV) exposure per dosing cycle of ``regimen`` over ``days`` days."""
+    """Typical-value (no IIV) exposure per dosing cycle of ``regimen`` over ``days`` days.
+
+    ``params`` overrides typical values; names must be the card's parameters (or dose
+    parameters F1, ALAG1, ...) and values must lie in their domains (:class:`ModelError`).
+    """
+    check_regimen_drug(card, regimen)
+    days = _check_days(days)
+    if params:
+        card.check_params(params, who="parameter override")
     p = card.typical_params(covariates)
-    p.update(params or {})
-    if points_per_cycle is None:
-        # the exact path is cheap per point; the ODE path pays a solve per segment
-        points_per_cycle = 2000 if card.model().linear else 300
+    p.update({k: float(v) for k, v in (params or {}).items()})
+    n_cycles, n_doses = regimen.expansion(days)      # refuses a huge expansion early
+    # the exact path is cheap per point; the ODE path pays a solve per segment
+    points_per_cycle = _points_per_cycle(points_per_cycle,
+                                         2000 if card.model().linear else 300,
+                                         n_cycles, n_doses, days)
     doses = regimen.doses(covariates, days)
     cycles = regimen.cycle_starts(days)
     starts = np.asarray(cycles.start_day, float)
@@ -124,19 +207,18 @@ def cycle_exposure(card: Card, regimen, days: float, *,
     tgrid = tgrid[(tgrid >= 0) & (tgrid <= days)]
     conc, auc = _profile(card, p, dose_df, tgrid * f, config)
     step = np.max(lengths) / points_per_cycle
-    cmax, tmax, ctrough, aucs = [], [], [], []
-    refine_t = []
-    for s, e in zip(starts, ends):
-        m = (tgrid >= s) & (tgrid <= e)
-        i = np.argmax(np.where(m, conc, -np.inf))
-        refine_t.append(np.clip(np.linspace(tgrid[i] - step, tgrid[i] + step, 401), s, e))
-    rt = np.unique(np.concatenate(refine_t))
+    # each cycle is a contiguous slice of the sorted grids (searchsorted, not a mask per cycle)
+    lo, hi = np.searchsorted(tgrid, starts, "left"), np.searchsorted(tgrid, ends, "right")
+    peak = [a + int(np.argmax(conc[a:b])) for a, b in zip(lo, hi)]
+    rt = np.unique(np.concatenate([np.clip(np.linspace(tgrid[i] - step, tgrid[i] + step,
+                                                       _REFINE), s, e)
+                                   for i, s, e in zip(peak, starts, ends)]))
     rc, _ = _profile(card, p, dose_df, rt * f, config)
-    for s, e in zip(starts, ends):
-        m = (tgrid >= s) & (tgrid <= e)
-        mr = (rt >= s) & (rt <= e)
-        cand_t = np.concatenate([tgrid[m], rt[mr]])
-        cand_c = np.concatenate([conc[m], rc[mr]])
+    rlo, rhi = np.searchsorted(rt, starts, "left"), np.searchsorted(rt, ends, "right")
+    cmax, tmax, ctrough, aucs = [], [], [], []
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        cand_t = np.concatenate([tgrid[lo[k]:hi[k]], rt[rlo[k]:rhi[k]]])
+        cand_c = np.concatenate([conc[lo[k]:hi[k]], rc[rlo[k]:rhi[k]]])
         j = int(np.argmax(cand_c))
         cmax.append(float(cand_c[j]))
         tmax.append(float(cand_t[j]))
@@ -150,6 +232,18 @@ def cycle_exposure(card: Card, regimen, days: float, *,
     )
 
 
+def _check_times(times_day) -> np.ndarray:
+    try:
+        t = np.atleast_1d(np.asarray(times_day, dtype=float))
+    except (TypeError, ValueError):
+        raise RegimenError(f"times must be numbers of days; got {times_day!r}. Fix: e.g. "
+                           "np.arange(0, 85, 1.0)") from None
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise RegimenError("times must be a non-empty list of finite days >= 0. Fix: e.g. "
+                           "np.arange(0, 85, 1.0)")
+    return t
+
+
 def concentration_profile(card: Card, regimen, times_day, *,
                           covariates: Mapping[str, float] | None = None,
                           params: Mapping[str, np.ndarray] | None = None,
@@ -160,9 +254,22 @@ def concentration_profile(card: Card, regimen, times_day, *,
     :meth:`Card.sample_params`); by default the typical values give one row. Observations at a
     dose time are pre-dose values.
     """
+    check_regimen_drug(card, regimen)
+    times_day = _check_times(times_day)
     if params is None:
         params = {k: np.array([v]) for k, v in card.typical_params(covariates).items()}
+    else:
+        params = {k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in params.items()}
+        card.check_params(params, who="params")
+        sizes = {len(v) for v in params.values()}
+        if len(sizes) != 1:
+            raise RegimenError(f"params arrays have different lengths {sorted(sizes)}. Fix: "
+                               "give one value per subject for every parameter")
     n = len(next(iter(params.values())))
+    if n * len(times_day) > MAX_PROFILE_VALUES:
+        raise RegimenError(
+            f"{n} subjects x {len(times_day)} times = {n * len(times_day)} concentrations; at "
+            f"most {MAX_PROFILE_VALUES}. Fix: fewer subjects or output times")
     model = card.model()
     dose_df = dose_records(card, regimen.doses(covariates, float(np.max(times_day)) + 1e-9))
     f = time_factor("day", card.time_unit)

@@ -25,7 +25,7 @@ from .engine import (
 )
 from .errors import DataError, ModelError
 from .events import EventTable, expand_addl
-from .pk import PKModel
+from .pk import PKModel, check_domains, check_names, default_domain
 
 __all__ = ["Prepared", "prepare", "predict"]
 
@@ -100,7 +100,8 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
     model : PKModel, optional
         Instead of a card: a model with ``params`` as the typical values.
     params : dict, optional
-        Overrides of typical values (card units).
+        Overrides of typical values (card units). Names must be parameters of the card (or
+        model), or dose parameters ``F1``, ``ALAG1``, ...; values must lie in their domains.
 
     Returns
     -------
@@ -111,9 +112,10 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
     if card is None and model is None:
         raise ModelError("predict needs a card or a model")
     model = model or card.model()
+    overrides = dict(params or {})
+    domains = _check_overrides(overrides, card, model)
     prep = prepare(table, model)
     ids = prep.ids
-    overrides = dict(params or {})
     if card is not None:
         covs = _subject_values(table, card.reference_covariates.keys() | {
             c["covariate"] for c in card.raw.get("covariates", [])}, ids) or {}
@@ -125,16 +127,17 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
         pop = {}
     for k, v in overrides.items():
         pop[k] = np.full(len(ids), float(v))
-    model.check_params(pop)
+    model.check_params(pop, domains, who="typical values")
     config = _sized(config, model, pop, prep.compiled)
     pred, nfail = solve_population(model, pop, prep.compiled, config=config)
     out = _assemble(prep, np.asarray(pred), "PRED")
     names = set(model.parameters) | set(model.dose_parameter_names()) | set(pop)
     indiv = _subject_values(table, sorted(names), ids)
     if indiv:
+        _check_subject_params(indiv, ids, domains)
         ip = dict(pop)
         ip.update(indiv)
-        model.check_params(ip)
+        model.check_params(ip, domains)
         config = _sized(config, model, ip, prep.compiled)
         ipred, nfail2 = solve_population(model, ip, prep.compiled, config=config)
         out["IPRED"] = _assemble(prep, np.asarray(ipred), "IPRED")["IPRED"].to_numpy()
@@ -143,6 +146,32 @@ def predict(table: EventTable, card: Card | None = None, *, model: PKModel | Non
     if failed:
         warnings.warn(f"{failed} ODE segment(s) failed; their predictions are NaN", stacklevel=2)
     return out
+
+
+def _check_overrides(overrides: dict, card: Card | None, model: PKModel) -> dict:
+    """Refuse unknown override names and values outside their domains; return the domains."""
+    if card is not None:
+        if overrides:
+            card.check_params(overrides, who="parameter override")
+        return card.domains()
+    check_names(list(overrides), model.parameters, owner=f"model {model!r}", n_cmt=model.n_cmt)
+    check_domains(overrides, who="parameter override")
+    return {}
+
+
+def _check_subject_params(indiv: Mapping[str, np.ndarray], ids, domains: Mapping) -> None:
+    """Per-subject parameter columns (for IPRED) must lie in the parameters' domains."""
+    for col, values in indiv.items():
+        dom = domains.get(col) or default_domain(col)
+        bad = np.flatnonzero(~dom.contains(values))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{col} is a model parameter (used for IPRED) and must be {dom.describe()}",
+                subject=ids[i], column=col, value=float(values[i]),
+                fix=f"correct {col} for this subject" + (
+                    f" ({bad.size} subjects are outside)" if bad.size > 1 else "")
+                + f", or rename the column if it is not the parameter {col}")
 
 
 def _sized(config, model, params, compiled) -> SolverConfig:

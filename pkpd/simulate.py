@@ -33,7 +33,18 @@ from .errors import ModelError, RegimenError
 from .io import atomic_write_bytes, atomic_write_csv
 from .regimen import Protocol, Regimen, parse_regimen
 
-__all__ = ["simulate", "Simulation", "as_protocol", "patient_drivers"]
+__all__ = ["simulate", "Simulation", "as_protocol", "patient_drivers", "MAX_STEPS",
+           "MAX_PATIENTS", "MAX_OUTPUT_ROWS", "MAX_CHUNK_CELLS"]
+
+#: most driver-grid steps of one simulation (100 years at the default 1-day step)
+MAX_STEPS = 36_525
+#: most virtual patients of one simulation
+MAX_PATIENTS = 1_000_000
+#: most trajectory rows (patients x output times), about 0.6 GB of output
+MAX_OUTPUT_ROWS = 20_000_000
+#: most patient-steps per compiled batch (about 1.6 GB here); longer horizons get smaller
+#: batches, which gives the same numbers
+MAX_CHUNK_CELLS = 8_000_000
 
 DERIVED = ("baseline_mm", "nadir_mm", "time_to_nadir_day", "depth_pct", "resistance_onset_day",
            "progression_day")
@@ -207,27 +218,25 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     if card.kind != "tumor":
         raise ModelError(f"card {card.name} is a {card.kind} card. Fix: use a tumour card such "
                          "as sclc_triplet_tgi (pkpd cards lists them)")
-    if not (np.isfinite(days) and days > 0):
-        raise ModelError(f"days = {days!r} must be > 0. Fix: e.g. days=730")
-    if n is not None and (int(n) != n or n < 1):
-        raise ModelError(f"n = {n!r} must be a positive integer (or None for the typical "
-                         "patient)")
-    protocol = as_protocol(protocol)
     step = float(step_day or card.structure.get("grid_step_day", 1.0))
-    n_steps = int(np.ceil(days / step))
-    times = np.arange(0.0, days + 1e-9, 7.0) if times is None else np.asarray(times, float)
-    if times.ndim != 1 or np.any(np.diff(times) < 0) or np.any(times > n_steps * step):
-        raise ModelError(f"times must be increasing and within 0..{n_steps * step:g} days. "
-                         "Fix: sort them or raise days")
+    days, n_steps = _check_horizon(days, step)
+    _check_n(n)
+    protocol = as_protocol(protocol)
+    times = _check_times(times, days, n_steps * step)
+    n_rows = (1 if n is None else int(n)) * len(times)
+    if n_rows > MAX_OUTPUT_ROWS:
+        raise ModelError(
+            f"{n or 1} patient(s) x {len(times)} output times = {n_rows} trajectory rows; "
+            f"at most {MAX_OUTPUT_ROWS}. Fix: fewer patients (--n) or output times (--times)")
+    chunk = max(1, min(int(chunk), MAX_CHUNK_CELLS // n_steps))
     rng = np.random.default_rng(seed)
     drivers = _drivers_of(card, protocol)
     n_pat = 1 if n is None else int(n)
 
     # tumour parameters
     typ = card.typical_params()
-    unknown = [k for k in (params or {}) if k not in typ]
-    if unknown:
-        raise ModelError(f"unknown tumour parameter(s) {unknown}. Fix: use {list(typ)}")
+    if params:
+        card.check_params(params, who="parameter override")
     typ.update({k: float(v) for k, v in (params or {}).items()})
     if n is None:
         tp = {k: np.array([v]) for k, v in typ.items()}
@@ -301,6 +310,60 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
                 covariates=dict(covariates or {}), params=dict(params or {}), drivers=inputs_meta,
                 pkpd_version=_version())
     return Simulation(trajectories=traj, patients=pat, meta=meta)
+
+
+def _check_horizon(days, step: float) -> tuple[float, int]:
+    """The horizon as a float and the number of grid steps, both bounded."""
+    try:
+        d = float(days)
+    except (TypeError, ValueError):
+        d = float("nan")
+    if isinstance(days, bool) or not (np.isfinite(d) and d > 0):
+        raise ModelError(f"days = {days!r} must be a positive, finite number of days. Fix: e.g. "
+                         "--days 730 (days=730)")
+    if not (np.isfinite(step) and step > 0):
+        raise ModelError(f"step_day = {step!r} must be > 0. Fix: e.g. step_day=1.0")
+    n_steps = int(np.ceil(d / step))
+    if n_steps > MAX_STEPS:
+        raise ModelError(
+            f"days = {d:g} needs {n_steps} grid steps of {step:g} day(s); at most {MAX_STEPS} "
+            f"({MAX_STEPS * step:g} days). Fix: use a shorter horizon (--days)")
+    return d, n_steps
+
+
+def _check_n(n) -> None:
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer, float)) or int(n) != n \
+            or n < 1:
+        raise ModelError(f"n = {n!r} must be a positive integer (or None for the typical "
+                         "patient). Fix: e.g. --n 1000")
+    if n > MAX_PATIENTS:
+        raise ModelError(f"n = {int(n)} virtual patients; at most {MAX_PATIENTS}. Fix: simulate "
+                         "fewer patients (--n), or several runs with different seeds")
+
+
+def _check_times(times, days: float, end: float) -> np.ndarray:
+    if times is None:
+        return np.arange(0.0, days + 1e-9, 7.0)
+    try:
+        t = np.asarray(times, dtype=float)
+    except (TypeError, ValueError):
+        raise ModelError(f"times must be numbers of days; got {times!r}. Fix: e.g. "
+                         "--times 0,42,84") from None
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ModelError(f"times must be a non-empty list of finite days >= 0; got "
+                         f"{_short(t)}. Fix: e.g. --times 0,42,84")
+    if np.any(np.diff(t) < 0) or np.any(t > end):
+        raise ModelError(f"times must be increasing and within 0..{end:g} days; got {_short(t)}. "
+                         "Fix: sort them or raise days")
+    return t
+
+
+def _short(a: np.ndarray) -> str:
+    a = np.ravel(a)
+    text = ", ".join(f"{x:g}" for x in a[:8])
+    return f"[{text}{', ...' if a.size > 8 else ''}] ({a.size} values)"
 
 
 def _version() -> str:
