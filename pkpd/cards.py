@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelError
+from .io import read_text_file
 from .pk import (
     PARAM_NAME_RE,
     Domain,
@@ -273,7 +274,7 @@ class Card:
 
 def _validate(raw: dict, where: str) -> None:
     for sec in ("card", "structure", "parameters"):
-        if sec not in raw:
+        if not isinstance(raw.get(sec), dict):
             raise ModelError(f"{where}: missing [{sec}] table. Fix: see models/anlotinib.toml")
     s = raw["structure"]
     kind = str(raw["card"].get("kind", "pk")).lower()
@@ -283,26 +284,68 @@ def _validate(raw: dict, where: str) -> None:
                                                                         "size_unit")
     for key in needed:
         if key not in s:
-            raise ModelError(f"{where}: [structure] needs '{key}'")
+            raise ModelError(f"{where}: [structure] needs '{key}'. Fix: see "
+                             f"models/{'anlotinib' if kind == 'pk' else 'sclc_triplet_tgi'}.toml")
     normalize_time_unit(s["time_unit"])
+    domains = _validate_parameters(raw["parameters"], where)
     if kind == "pk":
         normalize_conc_unit(s["conc_unit"])
     else:
         from .combination import check_card
 
         check_card(raw, where)
-    domains = _validate_parameters(raw["parameters"], where)
-    for name, v in raw.get("iiv", {}).items():
-        if name not in raw["parameters"]:
-            raise ModelError(f"{where}: IIV on unknown parameter {name}")
-        if v.get("type", "exp") not in ("exp", "add") or float(v["omega2"]) < 0:
-            raise ModelError(f"{where}: IIV {name} needs omega2 >= 0 and type exp|add")
-        _check_iiv_domain(name, v.get("type", "exp"), domains[name], where)
+    _validate_iiv(raw, domains, where)
     for c in raw.get("covariates", []):
-        if c.get("type") not in _COV_TYPES:
-            raise ModelError(f"{where}: covariate type {c.get('type')!r}; use one of {_COV_TYPES}")
-        if c.get("parameter") not in raw["parameters"]:
-            raise ModelError(f"{where}: covariate effect on unknown parameter {c.get('parameter')}")
+        _validate_covariate(c, raw["parameters"], where)
+
+
+def _number(value, what: str, where: str, fix: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ModelError(f"{where}: {what} must be a finite number; got {value!r}. Fix: {fix}")
+    return float(value)
+
+
+def _validate_iiv(raw: dict, domains: dict[str, Domain], where: str) -> None:
+    iiv = raw.get("iiv", {})
+    for name, v in iiv.items():
+        if name not in raw["parameters"]:
+            raise ModelError(f"{where}: IIV on unknown parameter {name}. Fix: use one of "
+                             f"{', '.join(raw['parameters'])}")
+        if not isinstance(v, dict) or "omega2" not in v:
+            raise ModelError(f"{where}: [iiv.{name}] needs omega2 (the variance of eta). Fix: "
+                             "e.g. omega2 = 0.09 for a CV of about 30%")
+        om = _number(v["omega2"], f"IIV {name} omega2", where, "give a variance >= 0")
+        if om < 0:
+            raise ModelError(f"{where}: IIV {name} omega2 must be >= 0 (a variance); got "
+                             f"{v['omega2']!r}. Fix: omega2 = ln(1 + CV^2), e.g. 0.09")
+        kind = v.get("type", "exp")
+        if kind not in ("exp", "add"):
+            raise ModelError(f"{where}: IIV {name} type {kind!r}. Fix: use type = \"exp\" "
+                             "(P*exp(eta)) or \"add\" (P + eta)")
+        _check_iiv_domain(name, kind, domains[name], where)
+    for sec, key in (("iiv_covariance", "cov"), ("iiv_correlation", "corr")):
+        for c in raw.get(sec, []):
+            for end in ("a", "b"):
+                if c.get(end) not in iiv:
+                    raise ModelError(f"{where}: [[{sec}]] {end} = {c.get(end)!r} has no [iiv] "
+                                     f"table. Fix: use one of {', '.join(iiv) or '(none)'}")
+            _number(c.get(key), f"[[{sec}]] {key}", where, f"give {key} as a number")
+
+
+def _validate_covariate(c: dict, params: dict, where: str) -> None:
+    if c.get("type") not in _COV_TYPES:
+        raise ModelError(f"{where}: covariate type {c.get('type')!r}. Fix: use one of "
+                         f"{', '.join(_COV_TYPES)}")
+    if c.get("parameter") not in params:
+        raise ModelError(f"{where}: covariate effect on unknown parameter {c.get('parameter')!r}. "
+                         f"Fix: use one of {', '.join(params)}")
+    if not isinstance(c.get("covariate"), str):
+        raise ModelError(f"{where}: a [[covariates]] entry on {c['parameter']} names no "
+                         "covariate. Fix: add covariate = \"WT\" (for example)")
+    keys = ("effect", "level") if c["type"] == "categorical" else ("effect", "reference")
+    for key in keys:
+        _number(c.get(key), f"the {c['type']} effect of {c['covariate']} on {c['parameter']}: "
+                f"{key}", where, f"give {key} as a number")
 
 
 def _validate_parameters(params: dict, where: str) -> dict[str, Domain]:
@@ -319,7 +362,8 @@ def _validate_parameters(params: dict, where: str) -> dict[str, Domain]:
                              "source. Fix: see models/anlotinib.toml")
         for key in ("value", "unit", "source"):
             if key not in p:
-                raise ModelError(f"{where}: parameter {name} needs '{key}' (value, unit, source)")
+                raise ModelError(f"{where}: parameter {name} needs '{key}' (value, unit, source). "
+                                 "Fix: see models/anlotinib.toml")
         v = p["value"]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ModelError(f"{where}: parameter {name} value must be a number; got {v!r}. "
@@ -355,11 +399,13 @@ def load_card(name_or_path: str | os.PathLike) -> Card:
             f"no model card {str(name_or_path)!r}. Fix: use one of {', '.join(list_cards())} "
             "or a path to a .toml card"
         )
+    text = read_text_file(p, "model card")     # a file, not empty, UTF-8
     data = p.read_bytes()
     try:
-        raw = tomllib.loads(data.decode())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ModelError(f"{p}: not valid TOML ({exc})") from None
+        raise ModelError(f"{p}: not valid TOML ({exc}). Fix: correct the TOML syntax there "
+                         "(models/anlotinib.toml is an example card)") from None
     _validate(raw, str(p))
     card = Card(name=raw["card"].get("name", p.stem), path=p, raw=raw,
                 sha256=hashlib.sha256(data).hexdigest())

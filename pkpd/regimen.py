@@ -265,7 +265,7 @@ def _gfr(cov: dict, context: str, gfr_cap: float | None) -> float:
                 f"{context} doses by AUC (Calvert: dose = AUC x (GFR + 25)) and needs the GFR in "
                 f"mL/min; missing covariate(s) {', '.join(missing)}. Fix: pass "
                 "covariates={'GFR': 90} (or 'CRCL'), or AGE (y), WT (kg), SCR (mg/dL) and SEX "
-                "(1/'F' = female) for Cockcroft-Gault"
+                "(1/'F' = female) for Cockcroft-Gault; on the command line --cov GFR=90"
             )
         if needed["SCR"] > 20:
             raise RegimenError(
@@ -328,7 +328,7 @@ def resolve_dose_mg(
         if wt is _MISSING:
             raise RegimenError(
                 f"{context} is dosed in mg/kg and needs body weight; missing covariate WT. "
-                "Fix: pass covariates={'WT': 70} (kg)"
+                "Fix: pass covariates={'WT': 70} (kg), on the command line --cov WT=70"
             )
         return amount * wt
     if unit == "mg/m2":
@@ -340,7 +340,7 @@ def resolve_dose_mg(
                 raise RegimenError(
                     f"{context} is dosed in mg/m2 and needs body-surface area; missing covariate "
                     "BSA (or WT and HT for Mosteller). Fix: pass covariates={'BSA': 1.8} (m2) or "
-                    "{'WT': 70, 'HT': 170} (kg, cm)"
+                    "{'WT': 70, 'HT': 170} (kg, cm); on the command line --cov BSA=1.8"
                 )
             if ht < 3:
                 raise RegimenError(

@@ -221,6 +221,8 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     step = float(step_day or card.structure.get("grid_step_day", 1.0))
     days, n_steps = _check_horizon(days, step)
     _check_n(n)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ModelError(f"seed = {seed!r} must be a whole number >= 0. Fix: e.g. --seed 1")
     protocol = as_protocol(protocol)
     times = _check_times(times, days, n_steps * step)
     n_rows = (1 if n is None else int(n)) * len(times)
