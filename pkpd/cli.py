@@ -241,7 +241,12 @@ def _cmd_fit(a) -> int:
         print(f"{a.spec}: valid; {data.n_subjects} subjects, {data.n_obs} observations, "
               f"population parameters: {', '.join(spec.population_names)}")
         return 0
-    res = fit(spec, out=a.out, resume=not a.restart, progress=not a.quiet)
+    from .errors import FitInterrupted
+    try:
+        res = fit(spec, out=a.out, resume=not a.restart, progress=not a.quiet)
+    except FitInterrupted as exc:      # Ctrl-C: checkpoints kept, nothing finished; exit 130
+        print(f"pkpd fit: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(f"wrote {res.path}")
     print(res.summary.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     probs = res.record["diagnostics"].get("problems", [])
@@ -365,14 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="hierarchical Bayesian fit of a spec (fits/*.toml)")
     f.add_argument("spec", help="fit specification (TOML)")
-    f.add_argument("--out", help="results folder (default: next to the spec, named after it)")
+    f.add_argument("--out", help="results folder (default: next to the spec, named after its "
+                   "[fit] name); an existing folder is replaced only if it holds a pkpd fit")
     f.add_argument("--sampler", choices=["nutpie", "numpyro", "pymc", "blackjax"])
     f.add_argument("--chains", type=int)
     f.add_argument("--tune", type=int)
     f.add_argument("--draws", type=int)
     f.add_argument("--seed", type=int)
     f.add_argument("--restart", action="store_true",
-                   help="discard checkpoints of an interrupted run instead of resuming it")
+                   help="discard checkpoints of an interrupted run (Ctrl-C, exit 130) instead "
+                   "of resuming it")
     f.add_argument("--check", action="store_true",
                    help="validate the spec and data and build the model; do not sample")
     f.add_argument("--quiet", action="store_true", help="no progress output")

@@ -79,3 +79,14 @@ class SolverError(PkpdError, RuntimeError):
 
 class SpecError(ModelError):
     """A fit specification is invalid; raised before any sampling starts."""
+
+
+class FitInterrupted(PkpdError):
+    """A fit stopped by Ctrl-C (SIGINT). Nothing was written as a finished result; the completed
+    chain batches are kept as checkpoints, and the message says how to resume. The CLI exits
+    with ``exit_code`` (130 = 128 + SIGINT, the shell's convention)."""
+
+    exit_code = 130
+
+
+__all__ += ["FitInterrupted"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pkpd.cli import main
+from pkpd.fit import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 FITS = REPO / "fits"
@@ -188,3 +190,44 @@ def test_end_to_end_tiny_fit(tmp_path, capsys):
     assert header.split() == ["parameter", "mean", "sd", "q5", "q95", "ess_bulk", "r_hat"]
     for name in summary["parameter"]:
         assert re.search(rf"(?m)^\s*{name}\s+\S+", out), name
+
+
+def _git(*args):
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
+                    reason="not a git checkout")
+@pytest.mark.parametrize("name", ["phenobarbital", "oak_stein_fojo", "bauer2019_nuts",
+                                  "triplet_recovery", "triplet_recovery_psi0"])
+def test_readme_fit_writes_only_ignored_files(name):
+    """`pkpd fit fits/NAME.toml` (the README's command) writes fits/NAME/ and its hidden
+    siblings, which git ignores; the committed reference result is in fits/reference/NAME/,
+    where a run does not write."""
+    from pkpd.fit.folders import FIT_FILES, FitFolders
+    from pkpd.fit.run import default_out
+
+    spec = load_spec(FITS / f"{name}.toml")
+    dirs = FitFolders.at(default_out(spec))
+    assert dirs.out == FITS / name
+    written = [dirs.out / f for f in sorted(FIT_FILES)] + [
+        dirs.partial / "batch0.nc", dirs.writing / "fit.json", dirs.old / "fit.json"]
+    rel = [str(p.relative_to(REPO)) for p in written]
+    ignored = _git("check-ignore", "--no-index", *rel)
+    assert sorted(ignored.stdout.split()) == sorted(rel), ignored.stdout + ignored.stderr
+    assert _git("ls-files", f"fits/{name}/").stdout == ""          # nothing tracked there
+    tracked = _git("ls-files", f"fits/reference/{name}/").stdout.split()
+    assert f"fits/reference/{name}/summary.csv" in tracked
+    assert f"fits/reference/{name}/fit.json" in tracked
+    ref = _git("check-ignore", "--no-index", f"fits/reference/{name}/summary.csv")
+    assert ref.returncode == 1                                     # not ignored
+
+
+def test_summary_of_an_unrun_fit_points_to_the_reference(tmp_path, capsys):
+    """`pkpd summary fits/NAME` before any run: the reference result is in fits/reference/."""
+    shutil.copytree(FITS / "reference" / "phenobarbital", tmp_path / "reference" / "pheno")
+    rc, out, err = run_cli(["summary", str(tmp_path / "pheno")], capsys)
+    assert rc == 2 and out == ""
+    assert f"The committed reference result is in {tmp_path / 'reference' / 'pheno'}" in err
+    rc, out, err = run_cli(["summary", str(tmp_path / "reference" / "pheno")], capsys)
+    assert rc == 0 and "fit phenobarbital: 59 subjects" in out

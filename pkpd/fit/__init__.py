@@ -1,10 +1,11 @@
 """Hierarchical Bayesian population fitting: PyMC priors and hierarchy, JAX likelihoods.
 
     from pkpd.fit import fit, load_fit
-    res = fit("fits/oak_stein_fojo.toml")      # writes fits/oak_stein_fojo/
+    res = fit("fits/oak_stein_fojo.toml")      # writes fits/oak_stein_fojo/ (git-ignored)
     res.summary                                  # parameter, mean, sd, q5, q95, ess_bulk, r_hat
 
-See docs/fitting.md for the spec format and the reference fits in fits/.
+Ctrl-C raises :class:`pkpd.errors.FitInterrupted` (completed batches kept; run again to resume).
+See docs/fitting.md for the spec format; the committed reference results are in fits/reference/.
 """
 
 from .data import FitData, read_fit_data

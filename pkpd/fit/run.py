@@ -1,6 +1,7 @@
 """Running a population fit: sampling in checkpointed batches, post-processing, saving, loading.
 
-Output folder (default: next to the spec, ``fits/NAME/``)::
+Output folder (default: next to the spec, ``<spec folder>/NAME/``; for the specs in ``fits/``
+that folder is git-ignored, and the committed reference results are in ``fits/reference/``)::
 
     posterior.nc    ArviZ InferenceData: posterior (population, eta, indiv), sample_stats, prior,
                     observed/constant data, log_likelihood summed by subject
@@ -14,8 +15,18 @@ and, while a fit runs, its per-batch checkpoints in the sibling folder ``.NAME.p
 (removed when the fit completes).
 
 The folder is assembled in a temporary sibling and swapped in at the end, so a reader never sees
-a half-written fit. An interrupted fit resumes from its completed batches (``resume=True``, the
-default) when the spec, data and settings are unchanged, or restarts cleanly (``resume=False``).
+a half-written fit. pkpd replaces an existing folder only when it holds a pkpd fit and nothing
+else, and removes only working folders it made (:mod:`pkpd.fit.folders`).
+
+Ctrl-C (SIGINT) stops a fit within about a second, in any phase: nothing is written as finished,
+the completed batches stay in ``.NAME.partial/`` and :class:`~pkpd.errors.FitInterrupted` says
+how to resume. A sampler result with missing or non-finite draws is never checkpointed or
+written. An interrupted fit resumes from its completed batches (``resume=True``, the default)
+when the spec, data and settings are unchanged, or restarts cleanly (``resume=False``).
+
+Test hook: ``PKPD_FAULT_PAUSE=PHASE[:SECONDS]`` (PHASE ``sampling``, ``post-processing`` or
+``writing``) makes the run print ``PKPD_FAULT_PAUSE: PHASE`` to stderr and sleep there (default
+60 s), so that tests can interrupt or kill a phase that is otherwise too short to hit.
 """
 
 from __future__ import annotations
@@ -25,9 +36,12 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -35,9 +49,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import SpecError
+from ..errors import FitInterrupted, PkpdError, SpecError
 from ..io import atomic_write_text
 from .data import FitData, read_fit_data
+from .folders import (
+    MARKER,
+    WRITTEN_BY,
+    FitFolders,
+    check_out,
+    is_pkpd_fit,
+    make_working,
+    remove_ours,
+)
 from .model import FAILURES, build_model
 from .problem import Problem, build_problem
 from .spec import Spec, load_spec
@@ -116,8 +139,8 @@ def choose_centring(spec: Spec, model, info, progress: bool) -> tuple[dict, dict
     t = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model, backend="jax", gradient_backend="jax",
                                          initial_points=info.initvals or None)
-    pilot = nutpie.sample(compiled, chains=2, tune=150, draws=100, seed=int(spec.sampler.seed),
-                          cores=2, progress_bar=False, save_warmup=False)
+    pilot = _nutpie_run(compiled, chains=2, tune=150, draws=100, seed=int(spec.sampler.seed),
+                        cores=2, progress_bar=False, save_warmup=False)
     eta = pilot.posterior["eta"]
     sd = eta.std(("chain", "draw")).values                   # subject x eta
     om = pilot.posterior["omega_sd"].mean(("chain", "draw")).values
@@ -138,39 +161,141 @@ def _fingerprint(spec: Spec, data: FitData) -> str:
     return h.hexdigest()
 
 
+# ---- interrupts, the fault hook and unfinished results -------------------------------------------
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigint_seen():
+    """Record a Ctrl-C while it is raised as usual, so that a sampler which catches
+    KeyboardInterrupt and returns the draws so far (``pm.sample`` does) can be told from one that
+    finished: ``seen["hit"]`` is then True and the caller raises KeyboardInterrupt itself."""
+    seen = {"hit": False}
+    prev = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
+    if prev is None or prev == signal.SIG_IGN:         # not ours to handle
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen["hit"] = True
+        if callable(prev):
+            prev(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, prev)
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold a Ctrl-C back during the few renames that swap a finished result in; it is reported
+    afterwards (``held["hit"]``) instead of leaving the folder half swapped."""
+    held = {"hit": False}
+    prev = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
+    if prev is None or prev == signal.SIG_IGN:
+        yield held
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: held.update(hit=True))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, prev)
+
+
+def _fault_pause(phase: str) -> None:
+    """The test hook ``PKPD_FAULT_PAUSE=PHASE[:SECONDS]`` (module docstring)."""
+    want = os.environ.get("PKPD_FAULT_PAUSE", "")
+    name, _, secs = want.partition(":")
+    if name != phase:
+        return
+    print(f"PKPD_FAULT_PAUSE: {phase}", file=sys.stderr, flush=True)
+    time.sleep(float(secs or 60))
+
+
+def _unfinished(idata, chains: int, draws: int) -> str | None:
+    """Why a sampler result is not a finished batch (missing or non-finite draws), or None."""
+    if idata is None or "posterior" not in idata.groups():
+        return "no posterior draws"
+    post = idata.posterior
+    got_c, got_d = post.sizes.get("chain", 0), post.sizes.get("draw", 0)
+    if (got_c, got_d) != (chains, draws):
+        return (f"{got_c} chain(s) x {got_d} draws where {chains} x {draws} were requested "
+                "(sampling stopped early)")
+    for name, v in post.data_vars.items():
+        a = np.asarray(v.values)
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            bad = ~np.isfinite(a).reshape(a.shape[0], a.shape[1], -1).all(axis=2)
+            return (f"non-finite values (NaN or inf) in {name!r} in {int(bad.sum())} of "
+                    f"{chains * draws} draws")
+    return None
+
+
 # ---- samplers -----------------------------------------------------------------------------------
+def _nutpie_run(compiled, poll: float = 0.2, **kw):
+    """``nutpie.sample`` in the background: the main thread polls, so Ctrl-C reaches it within
+    ``poll`` seconds (the blocking call only notices it late and then returns the partial trace
+    as if finished). On Ctrl-C or any error the sampler is cancelled."""
+    import nutpie
+    sampler = nutpie.sample(compiled, blocking=False, **kw)
+    try:
+        while True:
+            try:       # nutpie 0.16: returns once sampling is done, TimeoutError until then
+                sampler._sampler.wait(poll)
+                break
+            except TimeoutError:
+                continue
+        return sampler.wait()
+    except BaseException:
+        sampler.cancel()
+        raise
+
+
+def _compiled_nutpie(model, info, cache: dict):
+    if "nutpie" not in cache:
+        import nutpie
+        t = time.perf_counter()
+        cache["nutpie"] = nutpie.compile_pymc_model(model, backend="jax", gradient_backend="jax",
+                                                    initial_points=info.initvals or None)
+        cache["compile_s"] = time.perf_counter() - t
+    return cache["nutpie"]
+
+
 def _sample_batch(spec: Spec, model, info, chains: int, seed: int, progress: bool,
                   cache: dict):
     s = spec.sampler
     if s.name == "nutpie":
-        import nutpie
-        if "nutpie" not in cache:
-            t = time.perf_counter()
-            cache["nutpie"] = nutpie.compile_pymc_model(
-                model, backend="jax", gradient_backend="jax",
-                initial_points=info.initvals or None)
-            cache["compile_s"] = time.perf_counter() - t
-        return nutpie.sample(cache["nutpie"], chains=chains, tune=s.tune, draws=s.draws,
-                             seed=seed, cores=chains, progress_bar=progress,
-                             target_accept=s.target_accept, maxdepth=s.max_treedepth,
-                             save_warmup=False, low_rank_modified_mass_matrix=s.low_rank)
+        return _nutpie_run(_compiled_nutpie(model, info, cache), chains=chains, tune=s.tune,
+                           draws=s.draws, seed=seed, cores=chains, progress_bar=progress,
+                           target_accept=s.target_accept, maxdepth=s.max_treedepth,
+                           save_warmup=False, low_rank_modified_mass_matrix=s.low_rank)
     import pymc as pm
     kw = dict(draws=s.draws, tune=s.tune, chains=chains, random_seed=seed,
               initvals=info.initvals or None,
               target_accept=s.target_accept, progressbar=progress,
               compute_convergence_checks=False, return_inferencedata=True)
-    with model:
+    with _sigint_seen() as seen:
         if s.name == "pymc":
-            return pm.sample(nuts_sampler="pymc", cores=1, max_treedepth=s.max_treedepth, **kw)
-        if s.name == "numpyro":
-            return pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={
-                "chain_method": "vectorized",
-                "nuts_kwargs": {"max_tree_depth": s.max_treedepth}}, **kw)
-        if s.name == "blackjax":
+            with model:
+                res = pm.sample(nuts_sampler="pymc", cores=1, max_treedepth=s.max_treedepth,
+                                **kw)
+        elif s.name == "numpyro":
+            with model:
+                res = pm.sample(nuts_sampler="numpyro", nuts_sampler_kwargs={
+                    "chain_method": "vectorized",
+                    "nuts_kwargs": {"max_tree_depth": s.max_treedepth}}, **kw)
+        elif s.name == "blackjax":
             from .blackjax_nuts import sample_blackjax
-            return sample_blackjax(model, **kw, nuts_sampler_kwargs={
+            res = sample_blackjax(model, **kw, nuts_sampler_kwargs={
                 "nuts_kwargs": {"max_num_doublings": s.max_treedepth}})
-    raise SpecError(f"sampler {s.name!r} is unknown")
+        else:
+            raise SpecError(f"sampler {s.name!r} is unknown")
+    if seen["hit"]:          # pm.sample caught the KeyboardInterrupt and returned a partial trace
+        raise KeyboardInterrupt
+    return res
 
 
 def _prior_draws(spec: Spec, model, n: int, seed: int):
@@ -326,10 +451,19 @@ def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
     Parameters
     ----------
     spec : Spec or path of a TOML spec
-    out : folder for the results (default: ``<spec folder>/<name>``)
+    out : folder for the results (default: ``<spec folder>/<name>``). An existing folder is
+        replaced only when it holds a pkpd fit and nothing else; otherwise PkpdError, before
+        anything is sampled.
     resume : reuse completed chain batches of an interrupted run with the same spec and data;
         ``False`` deletes them and starts again
     overrides : sampler settings to change, e.g. ``{"draws": 200, "chains": 2}``
+    write : False: return the result without writing the folder (the checkpoints are kept)
+
+    Raises
+    ------
+    FitInterrupted : on Ctrl-C; the completed batches stay in ``.NAME.partial/``
+    PkpdError : bad spec, data or output folder, or a sampler result with missing or
+        non-finite draws (never written as finished)
     """
     t0 = time.perf_counter()
     if not isinstance(spec, Spec):
@@ -337,82 +471,189 @@ def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
     elif overrides:
         spec = load_spec(spec.path or spec.raw, overrides=overrides)
     spec, data, problem, model, info = prepare(spec, data)
+    dirs = FitFolders.at(out if out is not None else default_out(spec))
+    if write:
+        check_out(dirs.out)                  # before hours of sampling, and again before the swap
+    _open_checkpoints(dirs.partial, _fingerprint(spec, data), resume, progress)
     s = spec.sampler
-    centring: dict = {}
-    out = Path(out) if out is not None else (
-        (spec.path.parent if spec.path else Path("fits")) / spec.name)
-    partial = out.parent / f".{out.name}.partial"
-    fp = _fingerprint(spec, data)
-    if not resume and partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    stamp = partial / "fingerprint.txt"
-    if stamp.exists() and stamp.read_text() != fp:
-        _log(f"{partial}: checkpoints belong to another spec/data version; starting again",
-             progress)
-        shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-    atomic_write_text(stamp, fp)
     _log(f"fit {spec.name}: {data.n_subjects} subjects, {data.n_obs} observations, "
          f"{len(spec.population_names)} population parameters, sampler {s.name} "
          f"({s.chains} chains x {s.tune} tune + {s.draws} draws)", progress)
-    import arviz as az
-    done = [b for b in range(-(-s.chains // s.chains_per_batch))
-            if resume and (partial / f"batch{b}.nc").exists()]
+    try:
+        model, info, centring = _centring(spec, problem, model, info, dirs.partial, progress)
+        batches, timings, seeds = _run_batches(spec, model, info, dirs.partial, progress)
+        _fault_pause("post-processing")
+        result, parts = _postprocess(spec, data, problem, model, batches, progress)
+        result.path = dirs.out
+        result.record = _record(spec, data, parts, timings, seeds, centring, t0)
+        if data.meta.get("simulated"):
+            from .recovery import recovery_check
+            result.record["recovery"] = _jsonable(recovery_check(result, spec, data))
+        if write:
+            _write(result, dirs, spec, data, progress)
+    except KeyboardInterrupt:
+        raise FitInterrupted(_interrupted(spec, dirs, write)) from None
+    _log(f"fit {spec.name}: done in {result.record['timing']['total_s']:.0f} s; "
+         f"problems: {result.record['diagnostics'].get('problems') or 'none'}", progress)
+    return result
+
+
+def default_out(spec: Spec) -> Path:
+    """``<spec folder>/<name>`` (``fits/<name>`` for a spec given as a dict)."""
+    return (spec.path.parent if spec.path else Path("fits")) / spec.name
+
+
+def _n_batches(spec: Spec) -> int:
+    return -(-spec.sampler.chains // spec.sampler.chains_per_batch)
+
+
+def _saved_batches(spec: Spec, partial: Path) -> int:
+    return sum((partial / f"batch{b}.nc").is_file() and (partial / f"batch{b}.json").is_file()
+               for b in range(_n_batches(spec)))
+
+
+def _interrupted(spec: Spec, dirs: FitFolders, write: bool) -> str:
+    """The message of a fit stopped by Ctrl-C; removes the half-assembled result, if any."""
+    try:
+        remove_ours(dirs.writing, "writing")
+    except (PkpdError, OSError):
+        pass
+    n, saved = _n_batches(spec), _saved_batches(spec, dirs.partial)
+    kept = ("the previous result in " + str(dirs.out) + " is unchanged; " if write
+            and is_pkpd_fit(dirs.out) else "")
+    todo = "resume" if saved < n else "finish: only post-processing remains"
+    return (f"interrupted; {saved} of {n} batches saved in {dirs.partial}; no result written; "
+            f"{kept}run the same command again to {todo} (--restart discards them)")
+
+
+def _open_checkpoints(partial: Path, fp: str, resume: bool, progress: bool) -> None:
+    """The checkpoint folder: discarded with ``resume=False`` or when it belongs to another
+    spec/data version, then (re)created with the fingerprint of this one."""
+    if partial.exists() and not resume:
+        remove_ours(partial, "partial")
+    stamp = partial / "fingerprint.txt"
+    if partial.exists() and stamp.exists() and stamp.read_text() != fp:
+        _log(f"{partial}: checkpoints belong to another spec/data version; starting again",
+             progress)
+        remove_ours(partial, "partial")
+    make_working(partial, "partial", "checkpoints of the completed chain batches of a fit")
+    atomic_write_text(stamp, fp)
+
+
+def _centring(spec, problem, model, info, partial: Path, progress: bool):
+    """Model rebuilt with the per-subject centring of ``centered = "auto"`` etas (the pilot's
+    choice is checkpointed, so a resumed fit reuses it)."""
+    if not any(b.centered == "auto" and b.kind == "diag" for b in spec.omegas):
+        return model, info, {}
     masks_file = partial / "centring.npz"
-    if any(b.centered == "auto" and b.kind == "diag" for b in spec.omegas):
-        if done and masks_file.exists():
-            z = np.load(masks_file)
-            masks = {k: z[k] for k in z.files}
-            centring = {"resumed": True}
-        else:
-            masks, centring = choose_centring(spec, model, info, progress)
-            tmpz = partial / "centring.tmp.npz"
-            np.savez(tmpz, **masks)
-            os.replace(tmpz, masks_file)
-        model, info = build_model(spec, problem, masks)
+    if _saved_batches(spec, partial) and masks_file.exists():
+        z = np.load(masks_file)
+        masks, centring = {k: z[k] for k in z.files}, {"resumed": True}
+    else:
+        masks, centring = choose_centring(spec, model, info, progress)
+        tmpz = partial / "centring.tmp.npz"
+        np.savez(tmpz, **masks)
+        os.replace(tmpz, masks_file)
+    model, info = build_model(spec, problem, masks)
+    return model, info, centring
+
+
+def _load_checkpoint(spec: Spec, partial: Path, b: int, k: int, progress: bool):
+    """A completed batch saved by an earlier run, or None (missing, unreadable or unfinished:
+    it is sampled again)."""
+    import arviz as az
+    ck, meta = partial / f"batch{b}.nc", partial / f"batch{b}.json"
+    if not (ck.is_file() and meta.is_file()):
+        return None
+    try:
+        res, rec = az.from_netcdf(ck), json.loads(meta.read_text())
+    except (OSError, ValueError) as e:
+        _log(f"batch {b + 1}/{_n_batches(spec)}: {ck.name} is unreadable ({e}); sampling it "
+             "again", progress)
+        return None
+    why = _unfinished(res, k, spec.sampler.draws)
+    if why:
+        _log(f"batch {b + 1}/{_n_batches(spec)}: {ck.name} is not a finished batch ({why}); "
+             "sampling it again", progress)
+        return None
+    _log(f"batch {b + 1}/{_n_batches(spec)}: resumed from {ck.name}", progress)
+    return res, rec
+
+
+def _run_batches(spec: Spec, model, info, partial: Path, progress: bool):
+    """Sample the chain batches that have no checkpoint yet, checkpointing each finished one."""
+    s = spec.sampler
+    n_batches = _n_batches(spec)
     FAILURES.reset()
     cache: dict = {}
     batches, seeds, timings = [], [], []
-    n_batches = -(-s.chains // s.chains_per_batch)
     for b in range(n_batches):
         k = min(s.chains_per_batch, s.chains - b * s.chains_per_batch)
         seed = int(s.seed) * 1000 + b
         seeds.append(seed)
-        ck = partial / f"batch{b}.nc"
-        meta = partial / f"batch{b}.json"
-        if resume and ck.exists() and meta.exists():
-            _log(f"batch {b + 1}/{n_batches}: resumed from {ck.name}", progress)
-            batches.append(az.from_netcdf(ck))
-            timings.append(json.loads(meta.read_text()))
+        done = _load_checkpoint(spec, partial, b, k, progress)
+        if done is not None:
+            batches.append(done[0])
+            timings.append(done[1])
             continue
+        if s.name == "nutpie":
+            _compiled_nutpie(model, info, cache)
         _log(f"batch {b + 1}/{n_batches}: sampling {k} chain(s), seed {seed}", progress)
+        _fault_pause("sampling")
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             res = _sample_batch(spec, model, info, k, seed, progress, cache)
         dt = time.perf_counter() - t
+        why = _unfinished(res, k, s.draws)
+        if why:
+            raise PkpdError(
+                f"batch {b + 1}/{n_batches}: the sampler returned {why}; this batch is not "
+                f"saved and no result is written ({_saved_batches(spec, partial)} completed "
+                f"batch(es) kept in {partial}). Fix: check the priors and [individual] "
+                "expressions for values that overflow, or run again (it resumes)")
         rec = {"batch": b, "chains": k, "seed": seed, "seconds": dt,
                "compile_s": cache.pop("compile_s", 0.0), **FAILURES.as_dict()}
         FAILURES.reset()
+        ck = partial / f"batch{b}.nc"
         tmp = ck.with_suffix(".tmp.nc")
         res.to_netcdf(tmp)
         os.replace(tmp, ck)
-        atomic_write_text(meta, json.dumps(rec))
+        atomic_write_text(partial / f"batch{b}.json", json.dumps(rec))
         batches.append(res)
         timings.append(rec)
         _log(f"batch {b + 1}/{n_batches}: {dt:.0f} s", progress)
+    return batches, timings, seeds
+
+
+def _postprocess(spec, data, problem, model, batches, progress) -> tuple[FitResult, dict]:
+    """All batches -> the result (summary, estimands) and the parts of its record."""
+    s = spec.sampler
     idata = _concat(batches)
+    why = _unfinished(idata, s.chains, s.draws)
+    if why:
+        raise PkpdError(f"the combined chains have {why}; no result is written")
     prior = _prior_draws(spec, model, 1000, s.seed)
     idata = _assemble(spec, data, problem, idata, prior, progress)
     pop = spec.population_names
     summary, full = _summary(idata, pop)
+    bad = summary.loc[~np.isfinite(summary["mean"].to_numpy(float)), "parameter"].tolist()
+    if bad:
+        raise PkpdError(f"the posterior mean of {', '.join(bad)} is not finite; no result is "
+                        "written")
     diag = _diagnostics(spec, idata, pop)
     est_table, est = _estimands(spec, problem, idata)
-    sampling_s = sum(t["seconds"] for t in timings)
+    return FitResult(idata, summary, {}, None, est_table), {"full": full, "diag": diag,
+                                                            "est": est}
+
+
+def _record(spec, data, parts, timings, seeds, centring, t0) -> dict:
+    """fit.json's content."""
+    s = spec.sampler
     failures = {"failed_evaluations": sum(t["failed_evaluations"] for t in timings),
                 "failed_predictions": sum(t["failed_predictions"] for t in timings)}
     record = {
+        "written_by": WRITTEN_BY,
         "name": spec.name, "description": spec.description,
         "spec": str(spec.path) if spec.path else None, "spec_sha256": spec.sha256(),
         "data": str(spec.data.path) if spec.data.path else "simulated",
@@ -426,23 +667,14 @@ def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
                   "fixed": spec.fixed, "residual": spec.residual.model},
         "sampler": asdict(s), "seeds": {"master": s.seed, "batches": seeds},
         "versions": versions(), "platform": platform.platform(),
-        "timing": {"total_s": time.perf_counter() - t0, "sampling_s": sampling_s,
-                   "batches": timings},
+        "timing": {"total_s": time.perf_counter() - t0,
+                   "sampling_s": sum(t["seconds"] for t in timings), "batches": timings},
         "failures": failures, "centring": centring,
-        "diagnostics": diag, "convergence": full.to_dict(orient="records"),
-        "estimands": est,
+        "diagnostics": parts["diag"], "convergence": parts["full"].to_dict(orient="records"),
+        "estimands": parts["est"],
         "data_meta": {k: v for k, v in data.meta.items() if not isinstance(v, pd.DataFrame)},
     }
-    record = _jsonable(record)
-    result = FitResult(idata, summary, record, out, est_table)
-    if data.meta.get("simulated"):
-        from .recovery import recovery_check
-        result.record["recovery"] = _jsonable(recovery_check(result, spec, data))
-    if write:
-        _write(result, out, partial, spec, data)
-    _log(f"fit {spec.name}: done in {record['timing']['total_s']:.0f} s; "
-         f"problems: {record['diagnostics'].get('problems') or 'none'}", progress)
-    return result
+    return _jsonable(record)
 
 
 def _card_hashes(spec):
@@ -489,12 +721,15 @@ def _jsonable(obj):
     return obj
 
 
-def _write(result: FitResult, out: Path, partial: Path, spec, data) -> None:
+def _write(result: FitResult, dirs: FitFolders, spec, data, progress: bool) -> None:
+    """Assemble the folder in ``.NAME.writing``, then swap it in for the previous result (if
+    any, a pkpd fit: checked again here) and remove the checkpoints."""
     from .report import fit_report
-    tmp = out.parent / f".{out.name}.writing"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    out, tmp = dirs.out, dirs.writing
+    _log(f"writing {out}", progress)
+    check_out(out)
+    remove_ours(tmp, "writing")                     # left by a run that was killed here
+    make_working(tmp, "writing", f"the next result of {out}, being assembled")
     _slim_posterior(result.idata).to_netcdf(tmp / "posterior.nc")
     result.summary.to_csv(tmp / "summary.csv", index=False, float_format="%.6g")
     (tmp / "fit.json").write_text(json.dumps(result.record, indent=1))
@@ -509,15 +744,18 @@ def _write(result: FitResult, out: Path, partial: Path, spec, data) -> None:
     if spec.path is not None:
         shutil.copy2(spec.path, tmp / "spec.toml")
     (tmp / "report.md").write_text(fit_report(result))
-    old = out.parent / f".{out.name}.old"
-    if out.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)
-    shutil.rmtree(partial, ignore_errors=True)
+    _fault_pause("writing")
+    with _sigint_deferred() as held:
+        (tmp / MARKER).unlink()
+        remove_ours(dirs.old, "old")               # left by a run that was killed here
+        if out.exists():
+            os.replace(out, dirs.old)
+        os.replace(tmp, out)
+        remove_ours(dirs.old, "old")
+        remove_ours(dirs.partial, "partial")
+    if held["hit"]:
+        _log("Ctrl-C came while the finished result was being swapped in; the fit completed",
+             True)
 
 
 def load_fit(path: str | os.PathLike) -> FitResult:
@@ -526,8 +764,15 @@ def load_fit(path: str | os.PathLike) -> FitResult:
     path = Path(path)
     if not (path / "fit.json").exists():
         partial = path.parent / f".{path.name}.partial"
+        old = path.parent / f".{path.name}.old"
         hint = (f" An interrupted run left checkpoints in {partial}; run `pkpd fit SPEC` again "
                 "to resume it." if partial.exists() else "")
+        if old.is_dir() and is_pkpd_fit(old):
+            hint += (f" The previous result is in {old} (a run was stopped while swapping the "
+                     "new result in); run the fit again to finish it.")
+        ref = path.parent / "reference" / path.name
+        if is_pkpd_fit(ref):
+            hint += f" The committed reference result is in {ref}."
         raise SpecError(f"{path} is not a finished fit (no fit.json).{hint}")
     record = json.loads((path / "fit.json").read_text())
     summary = pd.read_csv(path / "summary.csv")
