@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -405,25 +404,30 @@ def test_ctrl_c_in_the_library_raises_fit_interrupted(tmp_path, monkeypatch):
     assert isinstance(exc.value, PkpdError)
 
 
-def test_pm_sample_swallowing_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch):
-    """pm.sample catches KeyboardInterrupt and returns the draws so far; pkpd must not take
-    them for a finished batch."""
+@pytest.mark.parametrize("draws_returned, saved", [(2, 0), (5, 1)])
+def test_pm_sample_swallowing_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch,
+                                                          draws_returned, saved):
+    """pm.sample catches KeyboardInterrupt and returns the draws so far (pymc), or Ctrl-C waits
+    for the end of the compiled JAX run (numpyro): a partial trace is never taken for a finished
+    batch, a finished one is kept, and the fit stops either way."""
     import pymc as pm
 
-    from pkpd.fit.run import _sample_batch
+    caught = []
 
     def swallowing_sample(**kw):
         try:
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
+            time.sleep(30)
         except KeyboardInterrupt:
-            pass
-        return _idata(kw["chains"], 2)                  # the partial trace
+            caught.append(kw["random_seed"])
+        return _idata(kw["chains"], draws_returned)
 
     monkeypatch.setattr(pm, "sample", swallowing_sample)
-    spec = _pheno_spec(tmp_path, name="pymc")
-    t = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        _sample_batch(spec, pm.Model(), SimpleNamespace(initvals=None), 1, 1, False, {})
-    assert time.monotonic() - t < 5
+    with pytest.raises(FitInterrupted) as exc:
+        fit(_pheno_spec(tmp_path, name="pymc"), out=tmp_path / "fit", progress=False)
+    assert caught == [1985000]                # the first batch only, interrupted at once
+    assert str(exc.value).startswith(f"interrupted; {saved} of 2 batches saved")
+    partial = tmp_path / ".fit.partial"
+    assert sorted(p.name for p in partial.glob("batch*.nc")) == ["batch0.nc"][:saved]
+    assert not (tmp_path / "fit").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # restored

@@ -18,7 +18,8 @@ The folder is assembled in a temporary sibling and swapped in at the end, so a r
 a half-written fit. pkpd replaces an existing folder only when it holds a pkpd fit and nothing
 else, and removes only working folders it made (:mod:`pkpd.fit.folders`).
 
-Ctrl-C (SIGINT) stops a fit within about a second, in any phase: nothing is written as finished,
+Ctrl-C (SIGINT) stops a fit in any phase, within about a second with nutpie and PyMC (numpyro and
+blackjax finish the running batch first, as one compiled JAX call): nothing is written as finished,
 the completed batches stay in ``.NAME.partial/`` and :class:`~pkpd.errors.FitInterrupted` says
 how to resume. A sampler result with missing or non-finite draws is never checkpointed or
 written. An interrupted fit resumes from its completed batches (``resume=True``, the default)
@@ -293,8 +294,9 @@ def _sample_batch(spec: Spec, model, info, chains: int, seed: int, progress: boo
                 "nuts_kwargs": {"max_num_doublings": s.max_treedepth}})
         else:
             raise SpecError(f"sampler {s.name!r} is unknown")
-    if seen["hit"]:          # pm.sample caught the KeyboardInterrupt and returned a partial trace
-        raise KeyboardInterrupt
+    # pm.sample catches Ctrl-C and returns the draws so far (pymc), or Ctrl-C waits for the end
+    # of the compiled JAX run (numpyro, blackjax): the caller keeps a finished batch, then stops
+    cache["interrupted"] = seen["hit"]
     return res
 
 
@@ -605,7 +607,10 @@ def _run_batches(spec: Spec, model, info, partial: Path, progress: bool):
             warnings.simplefilter("ignore", FutureWarning)
             res = _sample_batch(spec, model, info, k, seed, progress, cache)
         dt = time.perf_counter() - t
+        interrupted = cache.pop("interrupted", False)
         why = _unfinished(res, k, s.draws)
+        if why and interrupted:
+            raise KeyboardInterrupt
         if why:
             raise PkpdError(
                 f"batch {b + 1}/{n_batches}: the sampler returned {why}; this batch is not "
@@ -623,6 +628,8 @@ def _run_batches(spec: Spec, model, info, partial: Path, progress: bool):
         batches.append(res)
         timings.append(rec)
         _log(f"batch {b + 1}/{n_batches}: {dt:.0f} s", progress)
+        if interrupted:
+            raise KeyboardInterrupt
     return batches, timings, seeds
 
 
