@@ -214,7 +214,7 @@ def check_domains(params: Mapping, domains: Mapping[str, Domain] | None = None, 
         unit = (units or {}).get(name)
         unit = f" ({unit})" if unit not in (None, "", "-", "1") else ""
         raise ModelError(
-            f"{who}: {name} = {val!r}{where} is outside its domain, {dom.describe()}. Fix: "
+            f"{who}: {name} = {val:.6g}{where} is outside its domain, {dom.describe()}. Fix: "
             + (fix or f"give {name} a value {dom.rule()}{unit}"))
 
 

@@ -105,3 +105,98 @@ def test_carboplatin_cycle_auc_equals_calvert_target(gfr):
     res = cycle_exposure(pkpd.load_card("carboplatin"), parse_regimen(
         "AUC 5 IV 60 min D1 Q21D x2"), 42, covariates={"GFR": gfr})
     assert res.auc == pytest.approx([5000 / 60] * 2, rel=1e-9)
+
+
+# ---- issue 13: overrides, drug prefix, horizon and work bounds ------------------------------
+
+
+def test_param_override_changes_the_result_and_matches_closed_form():
+    card = pkpd.load_card("anlotinib")
+    res = cycle_exposure(card, parse_regimen(ANLOTINIB), 42, params={"CL": 5.0})
+    trough = anlotinib_closed_form(21 * 24.0, cl=5.0, days=42)[0]
+    assert res.ctrough[0] == pytest.approx(trough, rel=1e-9)
+    assert res.ctrough[0] > cycle_exposure(card, parse_regimen(ANLOTINIB), 42).ctrough[0] * 1.5
+
+
+@pytest.mark.parametrize("prefix", ["anlotinib: ", "Anlotinib: ", "ANLOTINIB : ", ""])
+def test_same_drug_prefix_is_accepted(prefix, anlo):
+    res = cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(prefix + ANLOTINIB), 84)
+    assert res.cmax == anlo.cmax and res.ctrough == anlo.ctrough
+
+
+def test_prefix_matching_the_cards_drug_field_is_accepted():
+    card = pkpd.load_card("durvalumab_baverel2018")          # [card] drug = "durvalumab"
+    res = cycle_exposure(card, parse_regimen("durvalumab: 1500 mg IV 60 min Q4W x1"), 28)
+    assert len(res.cmax) == 1 and res.cmax[0] > 300
+
+
+@pytest.mark.parametrize("call", ["cycle_exposure", "concentration_profile", "dose_records"])
+def test_regimen_for_another_drug_is_refused(call):
+    from pkpd.errors import RegimenError
+    from pkpd.exposure import dose_records
+
+    card = pkpd.load_card("anlotinib")
+    reg = parse_regimen("durvalumab: 1500 mg IV 60 min Q3W")
+    run = {"cycle_exposure": lambda: cycle_exposure(card, reg, 42),
+           "concentration_profile": lambda: concentration_profile(card, reg, [0.0, 1.0]),
+           "dose_records": lambda: dose_records(card, reg.doses(None, 42))}[call]
+    with pytest.raises(RegimenError) as err:
+        run()
+    msg = str(err.value)
+    assert msg.startswith("this regimen is for durvalumab but the card is anlotinib. Fix: ")
+    assert "pkpd exposure durvalumab" in msg and "'durvalumab:' prefix" in msg
+
+
+@pytest.mark.parametrize("days", [0, -5, float("nan"), float("inf"), -float("inf"), "x", None,
+                                  True])
+def test_horizon_must_be_positive_and_finite(days):
+    from pkpd.errors import RegimenError
+
+    with pytest.raises(RegimenError, match="positive, finite number of days.*Fix"):
+        cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), days)
+
+
+def test_huge_horizon_is_refused_quickly():
+    import time
+
+    from pkpd.errors import RegimenError
+
+    t = time.perf_counter()
+    with pytest.raises(RegimenError, match="expands to 6666688 doses.*at most 100000"):
+        cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), 1e7)
+    assert time.perf_counter() - t < 2.0
+
+
+def test_grid_thins_to_the_budget_with_the_same_metrics(monkeypatch):
+    """Past MAX_EXPOSURE_POINTS the default grid thins (here to 101 points per 1-day cycle);
+    Cmax stays refined, troughs and AUC stay exact."""
+    import pkpd.exposure as ex
+
+    card, reg = pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD")
+    full = cycle_exposure(card, reg, 30)
+    n_cycles, n_doses = reg.expansion(30)
+    monkeypatch.setattr(ex, "MAX_EXPOSURE_POINTS", n_cycles * (ex._REFINE + 3 + 101)
+                        + 2 * n_doses)
+    assert ex._points_per_cycle(None, 2000, n_cycles, n_doses, 30) == 101
+    thin = cycle_exposure(card, reg, 30)
+    np.testing.assert_allclose(thin.cmax, full.cmax, rtol=1e-9)
+    np.testing.assert_allclose(thin.tmax_day, full.tmax_day, atol=1e-4)    # 9 s
+    # exact at any grid; the grids differ, so only float64 round-off differs (~1e-12)
+    np.testing.assert_allclose(thin.ctrough, full.ctrough, rtol=1e-9)
+    np.testing.assert_allclose(thin.auc, full.auc, rtol=1e-9)
+    # below MIN_POINTS_PER_CYCLE the horizon is refused, naming the numbers
+    monkeypatch.setattr(ex, "MAX_EXPOSURE_POINTS", n_cycles * (ex._REFINE + 3 + 10))
+    from pkpd.errors import RegimenError
+
+    with pytest.raises(RegimenError, match=r"over 30 days \(31 cycles, 31 doses\).*shorter"):
+        cycle_exposure(card, reg, 30)
+    with pytest.raises(RegimenError, match="fewer points_per_cycle"):
+        ex._points_per_cycle(5000, 2000, 31, 31, 30)
+
+
+@pytest.mark.parametrize("times", [[], [float("nan")], [-1.0, 2.0], [[1.0, 2.0]], ["a"]])
+def test_profile_times_are_checked(times):
+    from pkpd.errors import RegimenError
+
+    with pytest.raises(RegimenError, match="times .*Fix"):
+        concentration_profile(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), times)

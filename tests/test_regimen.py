@@ -652,3 +652,103 @@ def test_immutable_values():
     d = r.doses(None, 140)
     with pytest.raises(ValueError):
         d.time_day[0] = 5.0
+
+
+# ------------------------------------------------------------------------------------------
+# numbers in scientific notation (issue 13, defect 7)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, same_as",
+    [
+        ("1.2e1 mg PO QD D1-14 Q21D", ANLOTINIB),
+        ("1.2E1 mg PO QD D1-14 Q21D", ANLOTINIB),
+        ("1.2e+1 mg PO QD D1-14 Q21D", ANLOTINIB),
+        ("120e-1 mg PO QD D1-14 Q21D", ANLOTINIB),
+        ("1.2e1mg PO QD D1-14 Q21D", ANLOTINIB),
+        ("1.5e3 mg IV 6e1 min Q3W x4 then 1.5e3 mg IV 1e0 h Q4W", DURVALUMAB),
+        ("1e2 mg/m2 IV 60 min D1-3 Q21D x4", ETOPOSIDE),
+        ("AUC 5e0 IV 60 min D1 Q21D x4", CARBOPLATIN),
+        ("AUC5e0 IV 60 min D1 Q21D x4", CARBOPLATIN),
+        ("12 mg PO QD D1-14 Q21D; reduce to 1e1 mg from D43",
+         ANLOTINIB + "; reduce to 10 mg from D43"),
+        ("12 mg PO QD D1-14 Q21D; delay 1.2e1 h", ANLOTINIB + "; delay 0.5 d"),
+        ("12 mg PO QD x 1e1", "12 mg PO QD x10"),
+        ("12 mg PO QD D 1e0-1.4e1 Q21D", ANLOTINIB),
+    ],
+)
+def test_scientific_notation(text, same_as):
+    assert parse_regimen(text) == parse_regimen(same_as)
+
+
+@pytest.mark.parametrize(
+    "text, token, problem",
+    [
+        ("1e400 mg PO QD", "1e400", "too large"),
+        ("12 mg PO QD x 1.5e0", "1.5e0", "whole number"),
+        ("12 mg PO QD D1-1e400 Q21D", "1e400", "too large"),
+        ("2e mg PO QD", "e", "unknown dose unit"),
+    ],
+)
+def test_bad_numbers_are_clear(text, token, problem):
+    with pytest.raises(RegimenError) as err:
+        parse_regimen(text)
+    msg = str(err.value)
+    assert repr(token) in msg and problem in msg and "Fix" in msg
+
+
+# ------------------------------------------------------------------------------------------
+# expansion bounds (issue 13, defect 5)
+# ------------------------------------------------------------------------------------------
+
+
+def test_ten_years_of_daily_dosing_is_within_the_limits():
+    from pkpd.regimen import MAX_CYCLES, MAX_DOSES
+
+    r = parse_regimen("12 mg PO QD")
+    n_cycles, n_doses = r.expansion(3653)
+    assert (n_cycles, n_doses) == (3654, 3654)      # upper bounds: one more than the doses
+    assert len(r.doses(None, 3653)) == 3653
+    assert n_doses < MAX_DOSES and n_cycles < MAX_CYCLES
+    # exactly at the limit: 100000 daily doses (cycle starts 0..99999) are allowed
+    assert len(parse_regimen("1 mg PO QD").doses(None, 99_999)) == 99_999
+
+
+@pytest.mark.parametrize(
+    "text, days, needle",
+    [
+        ("12 mg PO QD", 1e7, "10000001 doses"),
+        ("12 mg PO QD D1-14 Q21D", 1e7, "6666688 doses"),
+        ("12 mg PO Q1H", 5000, "120024 doses"),
+        ("12 mg PO QD x1000000000", None, "1000000000 doses"),
+        ("12 mg PO QD D1 Q1D", 2e5, "200001 doses"),
+    ],
+)
+def test_huge_expansion_is_refused_before_allocating(text, days, needle):
+    import tracemalloc
+
+    r = parse_regimen(text)
+    tracemalloc.start()
+    try:
+        for call in (r.expansion, r.cycle_starts, r.doses, r.to_arrays, r.to_event_table):
+            with pytest.raises(RegimenError) as err:
+                call(days=days)
+            msg = str(err.value)
+            assert needle in msg and "at most 100000" in msg and "shorter horizon" in msg
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000       # nothing of the expansion's size was allocated
+
+
+def test_huge_day_list_is_refused():
+    with pytest.raises(RegimenError, match="more than 100000 days"):
+        parse_regimen("12 mg PO QD D1-1000000000 Q1000000000D")
+
+
+def test_protocol_expansion_is_bounded_per_drug():
+    p = parse_protocol("anlotinib: 12 mg PO QD\ndurvalumab: 1500 mg IV 60 min Q4W")
+    with pytest.raises(RegimenError, match="anlotinib regimen"):
+        p.doses({}, 2e5)
+    assert len(p.doses({}, 3653)["durvalumab"]) == 131
