@@ -162,7 +162,7 @@ class Card:
         numbers or arrays (one per subject)."""
         n_cmt = self.model().n_cmt if self.kind == "pk" else 0
         check_names(list(params), self.known_parameters(), owner=f"card {self.name}",
-                    n_cmt=n_cmt)
+                    n_cmt=n_cmt, noun="tumour parameter" if self.kind == "tumor" else "parameter")
         doms = {k: self.domain(k) for k in params}
         check_domains(params, doms, who=f"{who} of card {self.name}", units=self.units(),
                       fix=fix)

@@ -84,6 +84,12 @@ def _cmd_predict(a) -> int:
     from .predict import predict
 
     card = load_card(a.model)
+    inputs = {Path(a.data).resolve(): "--data"}
+    if card.path is not None:
+        inputs[Path(card.path).resolve()] = "--model"
+    if Path(a.out).resolve() in inputs:
+        raise PkpdError(f"--out {a.out} is the {inputs[Path(a.out).resolve()]} input file; pkpd "
+                        "does not overwrite its inputs. Fix: give --out another file name")
     model = card.model()
     table = read_nonmem(a.data, time_unit=a.time_unit, amt_unit=a.amt_unit, n_cmt=model.n_cmt)
     out = predict(table, card, params=_pairs(a.param, "--param") or None)

@@ -90,9 +90,9 @@ def _check_days(days) -> float:
     except (TypeError, ValueError):
         d = math.nan
     if isinstance(days, bool) or not (math.isfinite(d) and d > 0):
-        raise RegimenError(f"the horizon must be a positive, finite number of days; got "
-                           f"{days!r}. Fix: e.g. --days 84 (days=84), the horizon from the "
-                           "first dose")
+        raise RegimenError(f"days = {days!r}: the horizon must be > 0 and finite (a number of "
+                           "days). Fix: e.g. --days 84 (days=84), the horizon from the first "
+                           "dose")
     return d
 
 

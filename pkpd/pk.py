@@ -59,7 +59,7 @@ PARAM_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _DOSE_PARAM_RE = re.compile(r"(F|ALAG|R|D)(\d+)")
 
 
-def check_names(names, known, *, owner: str, n_cmt: int = 0) -> None:
+def check_names(names, known, *, owner: str, n_cmt: int = 0, noun: str = "parameter") -> None:
     """Raise :class:`~pkpd.errors.ModelError` for a name that is not a parameter of ``owner``
     (e.g. ``"card anlotinib"``): a case-insensitive match is suggested, and the message lists
     the parameters. ``n_cmt > 0`` also accepts the dose parameters ``F<n>``, ``ALAG<n>``,
@@ -85,7 +85,7 @@ def check_names(names, known, *, owner: str, n_cmt: int = 0) -> None:
             if 1 <= int(m.group(2)) <= n_cmt:
                 near = [name.upper()]
         hint = f"; did you mean {near[0]}?" if near else "."
-        raise ModelError(f"{name}: unknown parameter of {owner}{hint} Parameters: {listing}. "
+        raise ModelError(f"unknown {noun} {name!r} of {owner}{hint} Parameters: {listing}. "
                          "Fix: use one of these names (case matters)")
 
 
@@ -124,8 +124,8 @@ class Domain:
         return f"in {self.interval()}"
 
     def rule(self) -> str:
-        """``'> 0'``, ``'>= 0'``, ``'that is a finite number'``, ``'in [0, 1]'``, ..."""
-        return {"positive": "> 0", "nonnegative": ">= 0", "real": "that is a finite number"
+        """``'> 0'``, ``'>= 0'``, ``'a finite number'``, ``'in [0, 1]'``, ..."""
+        return {"positive": "> 0", "nonnegative": ">= 0", "real": "a finite number"
                 }.get(self.text, f"in {self.interval()}")
 
     def interval(self) -> str:
@@ -212,10 +212,12 @@ def check_domains(params: Mapping, domains: Mapping[str, Domain] | None = None, 
         val = float(np.atleast_1d(a)[i])
         where = f" (index {i} of {a.size})" if a.ndim else ""
         unit = (units or {}).get(name)
-        unit = f" ({unit})" if unit not in (None, "", "-", "1") else ""
+        unit = f"; {name} in {unit}" if unit not in (None, "", "-", "1") else ""
+        default_fix = (f"give {name} a finite value" if dom.text == "real"
+                       else f"give {name} a value {dom.rule()}")
         raise ModelError(
-            f"{who}: {name} = {val:.6g}{where} is outside its domain, {dom.describe()}. Fix: "
-            + (fix or f"give {name} a value {dom.rule()}{unit}"))
+            f"{who}: {name} = {val:.6g}{where} must be {dom.rule()} (domain {dom.text!r}{unit})."
+            f" Fix: {fix or default_fix}")
 
 
 class PKModel:

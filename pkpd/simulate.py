@@ -321,8 +321,8 @@ def _check_horizon(days, step: float) -> tuple[float, int]:
     except (TypeError, ValueError):
         d = float("nan")
     if isinstance(days, bool) or not (np.isfinite(d) and d > 0):
-        raise ModelError(f"days = {days!r} must be a positive, finite number of days. Fix: e.g. "
-                         "--days 730 (days=730)")
+        raise ModelError(f"days = {days!r} must be > 0 and finite (a number of days). Fix: "
+                         "e.g. --days 730 (days=730)")
     if not (np.isfinite(step) and step > 0):
         raise ModelError(f"step_day = {step!r} must be > 0. Fix: e.g. step_day=1.0")
     n_steps = int(np.ceil(d / step))

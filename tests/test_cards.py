@@ -113,7 +113,8 @@ def test_unknown_domain_text_is_a_card_error(tmp_path, text):
 @pytest.mark.parametrize(
     "old, new, needles",
     [
-        ("value = 9.26", "value = -9.26", ["CL = -9.26", "positive (> 0)", "domain = "]),
+        ("value = 9.26", "value = -9.26",
+         ["CL = -9.26 must be > 0 (domain 'positive'", "domain = "]),
         ("value = 9.26", "value = 0.0", ["CL = 0 ", "positive"]),
         ("value = 0.64", "value = nan", ["KA = nan", "positive"]),
         ("value = 2010.0", "value = inf", ["V = inf", "positive"]),
@@ -197,16 +198,18 @@ def test_covariates_that_give_an_impossible_typical_value_are_refused():
 def test_check_params_names_and_dose_parameters():
     card = load_card("anlotinib")                    # oral 1-cmt: compartments 1 (depot), 2
     card.check_params({"CL": 5.0, "F1": 0.5, "ALAG1": 0.5, "D2": 1.0, "R2": 3.0})
-    with pytest.raises(pkpd.ModelError, match=r"^cl: unknown parameter of card anlotinib; did "
+    with pytest.raises(pkpd.ModelError, match=r"^unknown parameter 'cl' of card anlotinib; did "
                        r"you mean CL\? Parameters: CL, V, KA; dose parameters"):
         card.check_params({"cl": 5.0})
-    with pytest.raises(pkpd.ModelError, match="^f1: .*did you mean F1"):
+    with pytest.raises(pkpd.ModelError, match="^unknown parameter 'f1' .*did you mean F1"):
         card.check_params({"f1": 0.5})
-    with pytest.raises(pkpd.ModelError, match="^F3: unknown parameter .*compartments 1-2"):
+    with pytest.raises(pkpd.ModelError, match="^unknown parameter 'F3' .*compartments 1-2"):
         card.check_params({"F3": 0.5})
     with pytest.raises(pkpd.ModelError, match="'CL/F' is not a parameter name"):
         card.check_params({"CL/F": 5.0})
-    with pytest.raises(pkpd.ModelError, match=r"CL = -1 \(index 1 of 3\).*> 0 \(L/h\)"):
+    with pytest.raises(pkpd.ModelError,
+                       match=r"CL = -1 \(index 1 of 3\) must be > 0 "
+                             r"\(domain 'positive'; CL in L/h\)"):
         card.check_params({"CL": np.array([1.0, -1.0, 2.0])})
 
 

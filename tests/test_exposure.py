@@ -152,7 +152,7 @@ def test_regimen_for_another_drug_is_refused(call):
 def test_horizon_must_be_positive_and_finite(days):
     from pkpd.errors import RegimenError
 
-    with pytest.raises(RegimenError, match="positive, finite number of days.*Fix"):
+    with pytest.raises(RegimenError, match="must be > 0 and finite.*Fix"):
         cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), days)
 
 

@@ -43,24 +43,24 @@ def assert_one_line_error(rc, err, cmd, needles):
 
 LISTING = "Parameters: CL, V, KA; dose parameters F<n>, ALAG<n>, R<n>, D<n> for compartments 1-2"
 PARAM_CASES = {
-    "lower-case cl": ("cl=5", ["cl: unknown parameter of card anlotinib; did you mean CL?",
+    "lower-case cl": ("cl=5", ["unknown parameter 'cl' of card anlotinib; did you mean CL?",
                                LISTING]),
     "lower-case ka": ("ka=1", ["did you mean KA?"]),
-    "unknown FOO": ("FOO=1", ["FOO: unknown parameter of card anlotinib.", LISTING]),
+    "unknown FOO": ("FOO=1", ["unknown parameter 'FOO' of card anlotinib.", LISTING]),
     "slash in the name": ("CL/F=5", ["'CL/F' is not a parameter name", "CL, V, KA"]),
     "odd characters": ("a/b=1", ["'a/b' is not a parameter name"]),
     "dot in the name": ("CL.F=1", ["'CL.F' is not a parameter name"]),
-    "dose parameter of no compartment": ("F3=0.5", ["F3: unknown parameter", "1-2"]),
-    "KA=-1": ("KA=-1", ["KA = -1 is outside its domain, positive (> 0)",
-                        "Fix: give KA a value > 0 (1/h)"]),
-    "CL=0": ("CL=0", ["CL = 0 is outside", "positive", "> 0 (L/h)"]),
-    "CL=-5": ("CL=-5", ["CL = -5 is outside", "positive"]),
-    "CL=nan": ("CL=nan", ["CL = nan is outside", "positive"]),
-    "CL=inf": ("CL=inf", ["CL = inf is outside"]),
-    "V=-inf": ("V=-inf", ["V = -inf is outside", "(L)"]),
-    "F1=2": ("F1=2", ["F1 = 2 is outside its domain, in (0, 1]"]),
-    "F1=0": ("F1=0", ["F1 = 0 is outside", "in (0, 1]"]),
-    "ALAG1=-1": ("ALAG1=-1", ["ALAG1 = -1", "nonnegative (>= 0)"]),
+    "dose parameter of no compartment": ("F3=0.5", ["unknown parameter 'F3'", "1-2"]),
+    "KA=-1": ("KA=-1", ["KA = -1 must be > 0 (domain 'positive'; KA in 1/h)",
+                        "Fix: give KA a value > 0"]),
+    "CL=0": ("CL=0", ["CL = 0 must be > 0", "L/h"]),
+    "CL=-5": ("CL=-5", ["CL = -5 must be > 0"]),
+    "CL=nan": ("CL=nan", ["CL = nan must be > 0"]),
+    "CL=inf": ("CL=inf", ["CL = inf must be > 0"]),
+    "V=-inf": ("V=-inf", ["V = -inf must be > 0", "V in L"]),
+    "F1=2": ("F1=2", ["F1 = 2 must be in (0, 1] (domain '(0, 1]')"]),
+    "F1=0": ("F1=0", ["F1 = 0 must be in (0, 1]"]),
+    "ALAG1=-1": ("ALAG1=-1", ["ALAG1 = -1 must be >= 0 (domain 'nonnegative'"]),
     "empty name": ("=5", ["'=5' has no name"]),
     "no equals sign": ("CL", ["'CL' is not NAME=VALUE"]),
     "not a number": ("CL=fast", ["'fast' is not a number"]),
@@ -106,7 +106,7 @@ def test_exposure_param_is_used_not_ignored(capsys):
 def test_exposure_days_must_be_positive_and_finite(capsys, days):
     rc, _, err = run(capsys, "exposure", "anlotinib", "--regimen", ANLO, f"--days={days}")
     assert_one_line_error(rc, err, "exposure",
-                          ["positive, finite number of days", "--days 84"])
+                          ["the horizon must be > 0 and finite", "--days 84"])
 
 
 @pytest.mark.parametrize(
@@ -216,15 +216,15 @@ def test_predict_ipred_dose_parameter_column_is_checked(capsys, tmp_path):
 # ---- `pkpd simulate` ------------------------------------------------------------------------
 
 SIM_CASES = {
-    "lower-case psi": (("--param", "psi=0"), ["psi: unknown parameter of card sclc_triplet_tgi;"
-                                              " did you mean PSI?", "BASE, KG"]),
-    "unknown FOO": (("--param", "FOO=1"), ["FOO: unknown parameter"]),
+    "lower-case psi": (("--param", "psi=0"), ["unknown tumour parameter 'psi' of card "
+                                              "sclc_triplet_tgi; did you mean PSI?", "BASE, KG"]),
+    "unknown FOO": (("--param", "FOO=1"), ["unknown tumour parameter 'FOO'"]),
     "slash": (("--param", "a/b=1"), ["'a/b' is not a parameter name"]),
-    "KE0C=-1": (("--param", "KE0C=-1"), ["KE0C = -1 is outside its domain, positive"]),
-    "IMAXA=2": (("--param", "IMAXA=2"), ["IMAXA = 2", "in [0, 1]"]),
-    "KG=nan": (("--param", "KG=nan"), ["KG = nan", "real (any finite number)"]),
+    "KE0C=-1": (("--param", "KE0C=-1"), ["KE0C = -1 must be > 0 (domain 'positive'"]),
+    "IMAXA=2": (("--param", "IMAXA=2"), ["IMAXA = 2 must be in [0, 1]"]),
+    "KG=nan": (("--param", "KG=nan"), ["KG = nan must be a finite number (domain 'real'"]),
     "days 1e7": (("--days", "1e7"), ["10000000 grid steps", "at most 36525", "--days"]),
-    "days -1": (("--days", "-1"), ["days = -1.0", "positive, finite"]),
+    "days -1": (("--days", "-1"), ["days = -1.0 must be > 0 and finite"]),
     "days inf": (("--days", "inf"), ["days = inf"]),
     "n 0": (("--n", "0"), ["n = 0", "positive integer"]),
     "n too many": (("--n", "2000000"), ["n = 2000000", "at most 1000000"]),
@@ -256,9 +256,9 @@ def card():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"cl": 5.0}, "did you mean CL"), ({"FOO": 1.0}, "FOO: unknown parameter"),
-    ({"CL/F": 1.0}, "not a parameter name"), ({"KA": -1.0}, "KA = -1 is outside"),
-    ({"CL": float("nan")}, "CL = nan is outside"), ({"V": 0.0}, "V = 0 is outside"),
+    ({"cl": 5.0}, "did you mean CL"), ({"FOO": 1.0}, "unknown parameter 'FOO'"),
+    ({"CL/F": 1.0}, "not a parameter name"), ({"KA": -1.0}, "KA = -1 must be > 0"),
+    ({"CL": float("nan")}, "CL = nan must be > 0"), ({"V": 0.0}, "V = 0 must be > 0"),
 ])
 def test_cycle_exposure_params(card, params, match):
     from pkpd.exposure import cycle_exposure
@@ -275,7 +275,7 @@ def test_concentration_profile_params(card):
     reg = parse_regimen(ANLO)
     good = {"CL": [9.0, 10.0], "V": [2000.0, 2100.0], "KA": [0.6, 0.7]}
     assert concentration_profile(card, reg, [1.0, 2.0], params=good).shape == (2, 2)
-    with pytest.raises(ModelError, match=r"CL = -1 \(index 1 of 2\)"):
+    with pytest.raises(ModelError, match=r"CL = -1 \(index 1 of 2\) must be > 0"):
         concentration_profile(card, reg, [1.0], params={**good, "CL": [9.0, -1.0]})
     with pytest.raises(ModelError, match="did you mean KA"):
         concentration_profile(card, reg, [1.0], params={**good, "ka": [1.0, 1.0]})
@@ -290,8 +290,8 @@ def _table(tmp_path, **kw):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"cl": 5.0}, "did you mean CL"), ({"CL": -5.0}, "CL = -5 is outside"),
-    ({"FOO": 1.0}, "FOO: unknown"),
+    ({"cl": 5.0}, "did you mean CL"), ({"CL": -5.0}, "CL = -5 must be > 0"),
+    ({"FOO": 1.0}, "unknown parameter 'FOO'"),
 ])
 def test_predict_api_params(tmp_path, card, params, match):
     from pkpd.predict import predict
@@ -310,7 +310,7 @@ def test_predict_api_without_card_checks_the_model(tmp_path, card):
     np.testing.assert_allclose(ok.PRED, ref.PRED, rtol=1e-12)
     with pytest.raises(ModelError, match="did you mean KA"):
         predict(table, model=model, params={"CL": 9.26, "V": 2010.0, "ka": 0.64})
-    with pytest.raises(ModelError, match="V = -1 is outside"):
+    with pytest.raises(ModelError, match="V = -1 must be > 0"):
         predict(table, model=model, params={"CL": 9.26, "V": -1.0, "KA": 0.64})
 
 
@@ -324,7 +324,7 @@ def test_predict_api_ipred_column(tmp_path, card):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(params={"psi": 0.0}), "did you mean PSI"),
-    (dict(params={"LAMBDA": -0.1}), "LAMBDA = -0.1 is outside its domain, nonnegative"),
+    (dict(params={"LAMBDA": -0.1}), "LAMBDA = -0.1 must be >= 0 \\(domain 'nonnegative'"),
     (dict(days=1e7), "at most 36525"),
     (dict(n=10**7), "at most 1000000"),
     (dict(n=2.5), "positive integer"),
@@ -353,3 +353,16 @@ def test_simulate_long_horizon_uses_smaller_batches(monkeypatch):
 def test_errors_are_pkpd_errors():
     for cls in (ModelError, RegimenError, DataError):
         assert issubclass(cls, PkpdError)
+
+
+@pytest.mark.parametrize("target", ["data", "card"])
+def test_predict_never_overwrites_its_inputs(capsys, tmp_path, target):
+    f = events(tmp_path / "ev.csv")
+    card = tmp_path / "c.toml"
+    card.write_bytes(pkpd.load_card("anlotinib").path.read_bytes())
+    before = {p: p.read_bytes() for p in (f, card)}
+    out = f if target == "data" else card
+    rc, _, err = run(capsys, "predict", "--model", card, "--data", f, "--out", out)
+    flag = "--data" if target == "data" else "--model"
+    assert_one_line_error(rc, err, "predict", [f"is the {flag} input file", "--out"])
+    assert {p: p.read_bytes() for p in (f, card)} == before
