@@ -21,7 +21,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, UnitError
+from .io import SEPARATORS, detect_separator, read_text_file
 from .units import (
     amount_factor,
     conc_factor,
@@ -44,6 +45,9 @@ __all__ = [
     "read_nonmem",
     "write_nonmem",
     "expand_addl",
+    "row_account",
+    "MAX_DOSES_PER_RECORD",
+    "MAX_DOSES_TOTAL",
     "NONMEM_COLUMNS",
     "EXTRA_COLUMNS",
     "CANONICAL_COLUMNS",
@@ -78,6 +82,8 @@ _NUMERIC_INPUT = (
 _WHOLE = ("EVID", "ADDL", "SS", "MDV", "CENS")
 _MISSING_TOKENS = frozenset({"", ".", "NA", "NaN", "nan", "NAN"})
 _INT_TEXT = re.compile(r"[+-]?\d+")
+#: a decimal-comma number ("1,5", "-0,25", "2,5e-3"), read as such in ';'-separated files
+_DECIMAL_COMMA = re.compile(r"^([+-]?\d*),(\d+(?:[eE][+-]?\d+)?)$")
 _DOSE_EVIDS = (1, 4)
 _RESET_EVIDS = (3, 4)
 _SNAP_RTOL = 1e-9
@@ -114,6 +120,10 @@ class EventTable:
         Unit of AMT; RATE is in ``amt_unit`` per ``time_unit``.
     dv_unit : str or None, default None
         Concentration unit of DV and LIMIT, when known.
+    rows : pandas.DataFrame or None, default None
+        The row account of the source (set by :func:`read_nonmem`): one row per physical line of
+        the file after the header, or per DataFrame row, saying what became of it. See
+        :func:`row_account`.
 
     Raises
     ------
@@ -127,6 +137,7 @@ class EventTable:
     time_unit: str = "h"
     amt_unit: str = "mg"
     dv_unit: str | None = None
+    rows: pd.DataFrame | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.df, pd.DataFrame):
@@ -142,6 +153,30 @@ class EventTable:
         object.__setattr__(self, "amt_unit", normalize_amount_unit(self.amt_unit))
         if self.dv_unit is not None:
             object.__setattr__(self, "dv_unit", normalize_conc_unit(self.dv_unit))
+
+    # -- user columns --------------------------------------------------------------------------
+    def numeric(self, column: str) -> np.ndarray:
+        """A user column (covariate, per-subject parameter) as float64, parsed strictly.
+
+        Missing values (``.``, empty, ``NA``, ``NaN``) give NaN; text that is not a number and
+        infinite values raise a :class:`~pkpd.errors.DataError` naming the row, ID, column and
+        value (a value is never silently turned into "missing").
+
+        Raises
+        ------
+        DataError
+            If the column is absent, or a value is not a finite number.
+        """
+        df = self.df
+        if column not in df.columns:
+            raise DataError(f"column {column} not found (columns are: "
+                            f"{', '.join(map(str, df.columns))})", column=column,
+                            fix=f"add a {column} column to the data")
+        ctx = _Ctx(df["ROW"].to_numpy(), df["ID"].astype(object).to_numpy())
+        num = _parse_numeric(df[column].reset_index(drop=True), column, ctx)
+        ctx.fail(np.isinf(num), f"{column} must be finite", column=column, values=num,
+                 fix=f"write a finite number in {column}, or '.' for a missing value")
+        return num
 
     # -- comparisons and display -----------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -254,7 +289,8 @@ class EventTable:
             cf = conc_factor(self.dv_unit, new_dv)
             df["DV"] = df["DV"].astype(float) * cf
             df["LIMIT"] = df["LIMIT"].astype(float) * cf
-        return EventTable(df, time_unit=new_time, amt_unit=new_amt, dv_unit=new_dv)
+        return EventTable(df, time_unit=new_time, amt_unit=new_amt, dv_unit=new_dv,
+                          rows=self.rows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,40 +366,62 @@ def _warn(message: str, stacklevel: int = 3) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _first_field(line: str, sep: str) -> str:
+def _skip_reason(line: str) -> str | None:
+    """Why a physical line is not a record (None: it is a record or the header)."""
     s = line.strip()
-    if sep == ",":
-        head = s.split(",", 1)[0]
-    else:
-        head = s.split(None, 1)[0] if s else ""
+    if not s:
+        return "blank line"
+    if s[0] == "#":
+        return "comment line ('#', NONMEM IGNORE=#)"
+    if s[0] == "@":
+        return "skipped line ('@', NONMEM IGNORE=@)"
+    if s.upper().startswith("TABLE NO."):
+        return "NONMEM $TABLE banner ('TABLE NO.')"
+    return None
+
+
+def _first_field(line: str, sep: str | None) -> str:
+    s = line.strip()
+    head = s.split(sep, 1)[0] if sep is not None else (s.split(None, 1)[0] if s else "")
     return head.strip().strip('"').strip("'")
 
 
-def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """Read a CSV or whitespace-separated NONMEM data file into strings plus row numbers.
+def _sep_name(sep: str | None) -> str:
+    return f"{SEPARATORS[sep]}-separated" if sep is not None else "whitespace-separated"
 
-    Skipped lines: blank lines; lines whose first non-blank character is ``#`` (NONMEM's default
-    IGNORE=#) or ``@`` (IGNORE=@ marker); ``TABLE NO.`` banners and repeated header lines of
-    NONMEM $TABLE output; data lines whose first field is exactly ``C`` (the IGNORE=C comment
-    column convention). ROW = physical line number minus the header's line number.
+
+def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Read a delimited or whitespace-separated NONMEM data file into strings plus row numbers.
+
+    The separator is found from the header line (:func:`pkpd.io.detect_separator`): comma,
+    semicolon, tab or pipe, else runs of whitespace. In a semicolon-separated file decimal commas
+    (``1,5``) are read as decimal points (European Excel). Skipped lines: blank lines; lines
+    whose first non-blank character is ``#`` (NONMEM's default IGNORE=#) or ``@`` (IGNORE=@
+    marker); ``TABLE NO.`` banners and repeated header lines of NONMEM $TABLE output; data lines
+    whose first field is exactly ``C`` (the IGNORE=C comment column convention). ROW = physical
+    line number minus the header's line number.
+
+    Returns the records as text, their ROW numbers and ``info``: ``header_line`` (1-based),
+    ``n_lines``, ``separator`` and ``skipped`` (a list of ``(line, ROW or None, reason)`` for
+    every other physical line).
     """
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    header_line = None
-    header_no = 0
+    lines = read_text_file(path, "data file").splitlines()
+    skipped: list[tuple[int, int | None, str]] = []
+    header_no = None
     for n, line in enumerate(lines):
-        s = line.strip()
-        if not s or s[0] in "#@" or s.upper().startswith("TABLE NO."):
-            continue
-        header_line, header_no = line, n
-        break
-    if header_line is None:
+        reason = _skip_reason(line)
+        if reason is None:
+            header_no = n
+            break
+        skipped.append((n + 1, None, f"{reason}, before the header"))
+    if header_no is None:
         raise DataError(
-            f"the data file {str(path)!r} has no header line or data",
+            f"the data file {str(path)!r} has no header line or data (only comments)",
             fix="give a header row with the column names (ID, TIME, ...) and the records",
         )
-    sep = "," if "," in header_line else "ws"
-    names = _split_fields([header_line], sep)[0]
-    names = [c.strip() for c in names]
+    header_line = lines[header_no]
+    sep = detect_separator(header_line)
+    names = [c.strip() for c in _split_fields([header_line], sep)[0]]
     while names and names[-1] == "":
         names.pop()  # trailing separator on the header
     if names and all(_looks_numeric(c) for c in names):
@@ -377,15 +435,22 @@ def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     rows: list[int] = []
     for n in range(header_no + 1, len(lines)):
         line = lines[n]
-        s = line.strip()
-        if not s or s[0] in "#@" or s.upper().startswith("TABLE NO."):
-            continue
-        if s == header_line.strip():
-            continue
-        if _first_field(line, sep) == "C":
+        reason = _skip_reason(line)
+        if reason is None and line.strip() == header_line.strip():
+            reason = "repeated header line (NONMEM $TABLE output)"
+        if reason is None and _first_field(line, sep) == "C":
+            reason = "comment record (first field 'C', NONMEM IGNORE=C)"
+        if reason is not None:
+            skipped.append((n + 1, n - header_no, reason))
             continue
         data_lines.append(line)
         rows.append(n - header_no)
+    if not data_lines:
+        what = f" ({len(skipped)} other line(s) skipped as comments)" if skipped else ""
+        raise DataError(
+            f"the data file {str(path)!r} has a header but no data records{what}",
+            fix="add the records (one line per event) below the header",
+        )
     fields = _split_fields(data_lines, sep)
     width = len(names)
     for k, rec in enumerate(fields):
@@ -393,7 +458,8 @@ def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
             fields[k] = rec = rec[:width]
         if len(rec) != width:
             raise DataError(
-                f"the record has {len(rec)} fields but the header has {width} columns",
+                f"the record has {len(rec)} fields but the header has {width} columns "
+                f"(the file is read as {_sep_name(sep)}, from its header line)",
                 row=rows[k],
                 fix="make every line have one value per column; write '.' for a missing value",
             )
@@ -402,16 +468,19 @@ def _read_text_table(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
             f"a column in the header of {str(path)!r} has no name (position {names.index('') + 1})",
             fix="name every column in the header row",
         )
+    if sep == ";":
+        fields = [[_DECIMAL_COMMA.sub(r"\1.\2", f) for f in rec] for rec in fields]
     frame = pd.DataFrame(fields, columns=names, dtype=object)
-    if not fields:
-        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
-    return frame, np.asarray(rows, dtype=np.int64)
+    info = {"header_line": header_no + 1, "n_lines": len(lines), "separator": sep,
+            "skipped": skipped}
+    return frame, np.asarray(rows, dtype=np.int64), info
 
 
-def _split_fields(lines: list[str], sep: str) -> list[list[str]]:
-    if sep == ",":
-        return [[f.strip() for f in rec] for rec in csv.reader(lines, skipinitialspace=True)]
-    return [line.split() for line in lines]
+def _split_fields(lines: list[str], sep: str | None) -> list[list[str]]:
+    if sep is None:
+        return [line.split() for line in lines]
+    return [[f.strip() for f in rec]
+            for rec in csv.reader(lines, delimiter=sep, skipinitialspace=True)]
 
 
 def _looks_numeric(token: str) -> bool:
@@ -474,7 +543,12 @@ def _parse_numeric(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
     num, bad = _text_to_float(obj)
     if bad.any():
         extra = ""
-        if col == "TIME":
+        first = obj[int(np.flatnonzero(bad)[0])]
+        if isinstance(first, str) and _DECIMAL_COMMA.match(first.strip()):
+            point = _DECIMAL_COMMA.sub(r"\1.\2", first.strip())
+            extra = (f"; decimal commas are read only in ';'-separated files, so write {point} "
+                     "(or save the file with ';' as the separator)")
+        elif col == "TIME":
             extra = "; clock times or dates are not supported, convert them to elapsed time"
         ctx.fail(
             bad,
@@ -742,16 +816,16 @@ def _convert_legacy_evids(
     return keep
 
 
-def _load(source) -> tuple[pd.DataFrame, np.ndarray | None, bool]:
+def _load(source) -> tuple[pd.DataFrame, np.ndarray | None, bool, dict | None]:
     if isinstance(source, pd.DataFrame):
         frame = source.copy()
         frame.columns = [str(c) for c in frame.columns]
-        return frame.reset_index(drop=True), None, False
+        return frame.reset_index(drop=True), None, False, None
     if isinstance(source, EventTable):
         return _load(source.df)
     path = Path(source)
-    frame, rows = _read_text_table(path)
-    return frame, rows, True
+    frame, rows, info = _read_text_table(path)
+    return frame, rows, True, info
 
 
 def read_nonmem(
@@ -770,12 +844,13 @@ def read_nonmem(
     Parameters
     ----------
     source : path or pandas.DataFrame
-        A CSV file, a whitespace-separated NONMEM table (``.tab``, ``.txt``; chosen by whether
-        the header line holds a comma), or a DataFrame. Column names are case-insensitive for
-        the reserved columns. Missing values: ``.``, empty, ``NA``, ``NaN``. Skipped lines:
-        blank, first non-blank character ``#`` or ``@``, ``TABLE NO.`` banners and repeated
-        headers (NONMEM $TABLE output), and records whose first field is exactly ``C``
-        (IGNORE=C). The first remaining line is the header.
+        A UTF-8 text file separated by commas, semicolons (decimal commas are then read as decimal
+        points), tabs or ``|``, or a whitespace-separated NONMEM table (``.tab``, ``.txt``) -- the
+        separator is found from the header line -- or a DataFrame. Column names are case-insensitive
+        for the reserved columns. Missing values: ``.``, empty, ``NA``, ``NaN``. Skipped lines:
+        blank, first non-blank character ``#`` or ``@``, ``TABLE NO.`` banners and repeated headers
+        (NONMEM $TABLE output), and records whose first field is exactly ``C`` (IGNORE=C). The first
+        remaining line is the header.
     time_unit, amt_unit : str
         Units of TIME (and II, DUR) and of AMT in the data; recorded, not converted.
     dv_unit : str, optional
@@ -796,12 +871,15 @@ def read_nonmem(
     Returns
     -------
     EventTable
-        In file order, with ROW and ATIME added and defaults filled in.
+        In file order, with ROW and ATIME added and defaults filled in; ``rows`` holds the row
+        account (every input line and what became of it, see :func:`row_account`).
 
     Raises
     ------
     DataError
-        On the first invalid record (row, ID, column, value and a fix in the message); the full
+        On the first invalid record (row, ID, column, value and a fix in the message), and for
+        a file that is missing, a folder, empty, not UTF-8, or has no header or no records; an
+        ADDL expansion beyond :data:`MAX_DOSES_PER_RECORD` / :data:`MAX_DOSES_TOTAL`. The full
         list of checks is in ``docs/events.md``.
     UnitError
         If a unit name is unknown.
@@ -827,8 +905,10 @@ def read_nonmem(
     if blq_method not in ("m1", "m3", "m4"):
         raise ValueError(f"blq_method must be 'm1', 'm3' or 'm4', got {blq_method!r}")
 
-    frame, file_rows, from_text = _load(source)
+    frame, file_rows, from_text, info = _load(source)
     n = len(frame)
+    # physical line of each record (a DataFrame's position 1..N), for the row account
+    lines = file_rows + info["header_line"] if info else np.arange(1, n + 1, dtype=np.int64)
     names = _canonical_names(list(frame.columns))
     frame = frame.rename(columns=names)
     found = ", ".join(map(str, frame.columns)) or "none"
@@ -907,7 +987,9 @@ def read_nonmem(
 
     # -- EVID: legacy codes, inference, range ----------------------------------------------------
     keep = _convert_legacy_evids(w, ctx, cmt_given, ss_given)
+    folded = [(int(lines[i]), int(ctx.rows[i]), _py(ctx.ids[i])) for i in np.flatnonzero(~keep)]
     if not keep.all():
+        lines = lines[keep]
         w = {k: v[keep] for k, v in w.items()}
         cmt_given, ss_given = cmt_given[keep], ss_given[keep]
         ctx = ctx.subset(keep)
@@ -1042,6 +1124,7 @@ def read_nonmem(
         values=addl,
         fix="use SS=1 with II for a steady-state dose, or ADDL>=0",
     )
+    _check_addl_size(np.where(is_dose, addl, 0.0), ctx)
     ctx.fail(
         is_dose & (ii < 0),
         "II must not be negative",
@@ -1131,6 +1214,8 @@ def read_nonmem(
                 if lloq_col is not None
                 else np.full(n, np.nan)
             )
+            ctx.fail(np.isinf(lloq), f"{lloq_col} must be finite", column=str(lloq_col),
+                     values=lloq, fix=f"write the assay LLOQ (a finite number) in {lloq_col}")
             blq_rows = is_obs & (flag == 1)
             lloq_name = str(lloq_col) if lloq_col is not None else "LLOQ"
             ctx.fail(
@@ -1243,7 +1328,9 @@ def read_nonmem(
             continue
         values = frame[col].reset_index(drop=True)
         result[col] = _parse_user_column(values) if from_text else values
-    return EventTable(result, time_unit=time_unit, amt_unit=amt_unit, dv_unit=dv_unit)
+    account = _read_account(result, lines, info, folded, time_unit)
+    return EventTable(result, time_unit=time_unit, amt_unit=amt_unit, dv_unit=dv_unit,
+                      rows=account)
 
 
 def _blq_flags(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
@@ -1297,6 +1384,128 @@ def _warn_noncontiguous(codes: np.ndarray, ids: np.ndarray, ctx: _Ctx) -> None:
             "time order), or give the second block its own ID",
             stacklevel=4,
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# size limits and the row account
+# ------------------------------------------------------------------------------------------------
+
+#: at most this many doses (ADDL + 1) from one dose record
+MAX_DOSES_PER_RECORD = 100_000
+#: at most this many dose records in a table after ADDL expansion (explicit and implied)
+MAX_DOSES_TOTAL = 2_000_000
+
+_SIZE_FIX = ("use SS=1 (with II) for a dose at steady state instead of a long ADDL run, or a "
+             "shorter horizon (a smaller ADDL)")
+
+
+def _check_addl_size(addl: np.ndarray, ctx: _Ctx) -> None:
+    """Refuse ADDL expansions beyond :data:`MAX_DOSES_PER_RECORD` per record or
+    :data:`MAX_DOSES_TOTAL` in all, before any memory is spent on them. ``addl`` is 0 on
+    non-dose records."""
+    addl = np.asarray(addl, dtype=float)
+    big = addl + 1 > MAX_DOSES_PER_RECORD
+    if big.any():
+        i = int(np.flatnonzero(big)[0])
+        raise DataError(
+            f"ADDL={_show(addl[i])} expands to {int(addl[i]) + 1} doses; at most "
+            f"{MAX_DOSES_PER_RECORD} per record",
+            row=int(ctx.rows[i]), subject=_py(ctx.ids[i]), column="ADDL", fix=_SIZE_FIX)
+    dose = addl > 0
+    total = float(np.sum(addl[dose] + 1))
+    if total > MAX_DOSES_TOTAL:
+        per = pd.Series(addl[dose] + 1).groupby(pd.Series(ctx.ids[dose], dtype=object),
+                                               sort=False).sum()
+        top = per.idxmax()
+        raise DataError(
+            f"the ADDL records expand to {int(total)} doses in all; at most {MAX_DOSES_TOTAL} "
+            f"(ID {_py(top)} alone has {int(per[top])})", column="ADDL", fix=_SIZE_FIX)
+
+
+_ACCOUNT_COLUMNS = ("line", "row", "ID", "EVID", "used", "reason")
+_FOLDED = "classic rxode2 switch-off record: folded into its dose record (RATE/duration)"
+
+
+def _record_reasons(df: pd.DataFrame, time_unit: str) -> list[str]:
+    """What each record of an event table is, in words (for the row account)."""
+    evid = df["EVID"].to_numpy()
+    mdv = df["MDV"].to_numpy()
+    cens = df["CENS"].to_numpy()
+    base = np.select(
+        [(evid == 0) & (mdv == 0) & (cens == 0), (evid == 0) & (mdv == 0), evid == 0,
+         evid == 1, evid == 2, evid == 3],
+        ["observation", "censored observation (CENS != 0)",
+         "observation record without a value (MDV=1)", "dose", "other event (EVID 2)",
+         "reset (EVID 3)"],
+        "reset and dose (EVID 4)").astype(object)
+    addl, ii, ss = df["ADDL"].to_numpy(), df["II"].to_numpy(), df["SS"].to_numpy()
+    for i in np.flatnonzero(np.isin(evid, _DOSE_EVIDS) & ((addl > 0) | (ss > 0))):
+        if addl[i] > 0:
+            base[i] += (f" and {int(addl[i])} additional doses every {_show(ii[i])} "
+                        f"{time_unit} (ADDL)")
+        if ss[i] > 0:
+            base[i] += f" at steady state (SS={int(ss[i])})"
+    return list(base)
+
+
+def _read_account(df: pd.DataFrame, lines: np.ndarray, info: dict | None, folded: list,
+                  time_unit: str) -> pd.DataFrame:
+    """The row account of :func:`read_nonmem`: every physical line after the header (or every
+    DataFrame row), sorted by line."""
+    parts = [pd.DataFrame({
+        "line": np.asarray(lines, dtype=np.int64), "row": df["ROW"].to_numpy(),
+        "ID": df["ID"].astype(object).to_numpy(), "EVID": df["EVID"].to_numpy(),
+        "used": True, "reason": _record_reasons(df, time_unit)})]
+    extra = [(ln, row, sid, _FOLDED) for ln, row, sid in folded]
+    if info:
+        extra += [(ln, row, None, reason) for ln, row, reason in info["skipped"]]
+    if extra:
+        parts.append(pd.DataFrame({
+            "line": [e[0] for e in extra], "row": [e[1] for e in extra],
+            "ID": pd.Series([e[2] for e in extra], dtype=object), "EVID": None,
+            "used": False, "reason": [e[3] for e in extra]}))
+    acc = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    acc["row"] = acc["row"].astype("Int64")
+    acc["EVID"] = acc["EVID"].astype("Int64")
+    acc = acc.sort_values("line", kind="stable").reset_index(drop=True)
+    return acc[list(_ACCOUNT_COLUMNS)]
+
+
+def row_account(table: EventTable, *, predicted: bool = False) -> pd.DataFrame:
+    """What became of every input row of an event table.
+
+    Parameters
+    ----------
+    table : EventTable
+        From :func:`read_nonmem` (it carries the account of its source in ``table.rows``; the
+        account survives :meth:`EventTable.with_units` and :func:`expand_addl`). For a table
+        built otherwise, the account lists its records.
+    predicted : bool, default False
+        Add "; predicted" to the EVID 0/2 records (``pkpd predict`` writes a prediction there).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``line`` (physical 1-based line in the file; for a DataFrame source its position
+        1..N), ``row`` (ROW, as in error messages; empty for lines before the header), ``ID``,
+        ``EVID`` (empty for lines that are not records), ``used`` (the line became an event
+        record) and ``reason``: what the record is (``observation``, ``dose and 27 additional
+        doses every 24 h (ADDL)``, ``reset (EVID 3)``, ...) or why the line is not one (blank,
+        ``#``/``@`` comment, ``C`` comment record, repeated header, ``TABLE NO.`` banner, classic
+        rxode2 switch-off record). For a file, ``len(account)`` is the number of lines minus the
+        header line.
+    """
+    if table.rows is not None:
+        acc = table.rows.copy()
+    else:
+        df = table.df
+        if "ADDL_SRC" in df.columns:
+            df = df[df["ADDL_SRC"] == 0]
+        acc = _read_account(df, df["ROW"].to_numpy(), None, [], table.time_unit)
+    if predicted:
+        hit = acc["used"].to_numpy(bool) & acc["EVID"].isin([0, 2]).to_numpy(bool)
+        acc.loc[hit, "reason"] = acc.loc[hit, "reason"] + "; predicted"
+    return acc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1400,6 +1609,12 @@ def expand_addl(
         ATIME with ties as above; new columns ``ADDL_SRC`` and ``SEQ`` (0..N-1, the processing
         order within the subject).
 
+    Raises
+    ------
+    DataError
+        If ADDL > 0 with II = 0, or the expansion would exceed :data:`MAX_DOSES_PER_RECORD`
+        doses from one record or :data:`MAX_DOSES_TOTAL` in all.
+
     Warns
     -----
     PkpdDataWarning
@@ -1442,6 +1657,8 @@ def expand_addl(
             value=_show(ii[i]),
             fix="write the dosing interval in II, or set ADDL=0",
         )
+    _check_addl_size(np.where(is_src, addl, 0),
+                     _Ctx(df["ROW"].to_numpy(), df["ID"].astype(object).to_numpy()))
     src_idx = np.flatnonzero(is_src)
     reps = addl[src_idx].astype(np.int64)
     rep_idx = np.repeat(src_idx, reps)
@@ -1522,5 +1739,6 @@ def expand_addl(
         )
     cols = [c for c in full.columns if c not in ("ADDL_SRC", "SEQ")] + ["ADDL_SRC", "SEQ"]
     return EventTable(
-        full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit, dv_unit=table.dv_unit
+        full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit, dv_unit=table.dv_unit,
+        rows=table.rows,
     )
