@@ -7,6 +7,8 @@ silently. Times are converted once, here, to the model's time unit.
 from __future__ import annotations
 
 import hashlib
+import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, SpecError
+from ..io import detect_separator, read_text_file
 from ..units import time_factor
 
 __all__ = ["FitData", "read_fit_data", "progression_cut"]
@@ -62,11 +65,96 @@ def read_fit_data(spec) -> FitData:
     if d.format == "nonmem":
         return _read_nonmem(spec)
     if d.format == "long":
-        df = pd.read_csv(d.path, low_memory=False)
+        df = read_long_file(d.path)
         out = long_table(df, spec)
         out.sha256 = _sha(d.path)
         return out
     raise SpecError("simulated data are made by pkpd.fit.simulate_data (format 'simulate')")
+
+
+#: cell values read as missing: a true blank, NONMEM's '.', and NA/NaN (as in docs/events.md)
+MISSING_TOKENS = ("", ".", "NA", "NaN", "nan", "NAN")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+(?:[eE][+-]?\d+)?$")
+
+
+def read_long_file(path) -> pd.DataFrame:
+    """A long-format fit data file as a DataFrame, with the file checks every reader shares.
+
+    The file must be UTF-8 (a byte-order mark is allowed), not empty, with a header and at
+    least one data row. The separator is found from the header line: comma, semicolon, tab or
+    pipe, else whitespace; in a ``;``-separated file decimal commas (``1,5``) are decimal points
+    (European Excel). Only blank cells, ``.``, ``NA`` and ``NaN`` are missing; any other text is
+    kept as text, so that :func:`long_table` can refuse it by row. Blank lines are kept (as
+    all-missing rows) so that row numbers stay the data row numbers of the file. The data row
+    of the header's next line is 1; ``df.attrs["header_line"]`` is the header's line number.
+    """
+    text = read_text_file(path, "fit data file")
+    lines = text.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.strip())
+    sep = detect_separator(lines[head])
+    if not any(ln.strip() for ln in lines[head + 1:]):
+        raise DataError(f"fit data file {str(path)!r} has a header but no data rows",
+                        fix="add the observations (one row each) below the header")
+    kw = {"decimal": ","} if sep == ";" else {}
+    df = pd.read_csv(io.StringIO("\n".join(lines[head:]) + "\n"),
+                     sep=sep if sep is not None else r"\s+", keep_default_na=False,
+                     na_values=list(MISSING_TOKENS), skip_blank_lines=False, low_memory=False,
+                     **kw)
+    df = df.iloc[: _last_nonblank(lines, head)]
+    df.attrs["header_line"] = head + 1
+    df.attrs["separator"] = sep
+    return df
+
+
+def _last_nonblank(lines, head) -> int:
+    """Data rows up to the last non-blank line (trailing blank lines are not rows)."""
+    n = len(lines)
+    while n > head + 1 and not lines[n - 1].strip():
+        n -= 1
+    return n - head - 1
+
+
+def _numbers(df: pd.DataFrame, col: str, check: np.ndarray, subj, hint: str = "") -> np.ndarray:
+    """Column ``col`` as float64: missing cells give NaN; on rows where ``check`` is True, text
+    that is not a number, and infinite values, raise a DataError naming the row, subject, column
+    and value. Rows outside ``check`` (filtered out, or handled by a flag rule) give NaN."""
+    s = df[col]
+    semicolon = df.attrs.get("separator") == ";"
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        x = s.to_numpy(dtype=float, na_value=np.nan)
+        bad = np.zeros(len(x), bool)
+    else:
+        x = np.full(len(s), np.nan)
+        bad = np.zeros(len(s), bool)
+        for i, v in enumerate(s.astype(object).to_numpy()):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                continue
+            t = str(v).strip()
+            if t in MISSING_TOKENS:
+                continue
+            if semicolon and _DECIMAL_COMMA.match(t):
+                t = t.replace(",", ".")
+            try:
+                x[i] = float(t)
+            except ValueError:
+                bad[i] = True
+    check = np.asarray(check, bool)
+    for mask, problem, text in ((bad & check, f"{col} holds text that is not a number", True),
+                                (np.isinf(x) & check, f"{col} is infinite", False)):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            v = s.iloc[i]
+            fix = "write a finite number, or leave the cell blank (or '.') if it is missing"
+            if isinstance(v, str) and _DECIMAL_COMMA.match(v.strip()):
+                fix = (f"write {v.strip().replace(',', '.')}: decimal commas are read only in "
+                       "';'-separated files")
+            elif text:
+                fix += hint
+            more = int(mask.sum()) - 1
+            also = f" ({more} more such row{'s' if more > 1 else ''})" if more else ""
+            raise DataError(problem + also, row=i + 1, subject=subj[i], column=col,
+                            value=v if isinstance(v, str) else float(x[i]), fix=fix)
+    return x
 
 
 def _require(df: pd.DataFrame, cols, where: str):
@@ -82,20 +170,30 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
     d = spec.data
     _require(df, [*d.subject, d.time, d.dv, d.flag, d.arm, *d.covariates, *d.filter],
              f"data file {d.path}")
+    attrs = dict(df.attrs)
     df = df.reset_index(drop=True)
+    df.attrs.update(attrs)
     rows = pd.DataFrame({"row": np.arange(1, len(df) + 1), "used": False, "reason": ""})
-    keep = np.ones(len(df), bool)
+    rows.insert(1, "line", rows["row"] + int(attrs.get("header_line", 1)))
+    keep = ~df.isna().all(axis=1).to_numpy()
+    rows.loc[~keep, "reason"] = "blank line"
     for col, want in d.filter.items():
         want = want if isinstance(want, list) else [want]
         hit = df[col].isin(want).to_numpy()
         rows.loc[~hit & keep, "reason"] = f"filter {col} not in {want}"
         keep &= hit
+    in_scope = keep.copy()
     subj = df[list(d.subject)].astype(str).agg(":".join, axis=1).to_numpy()
-    t = pd.to_numeric(df[d.time], errors="coerce").to_numpy(float)
-    y = pd.to_numeric(df[d.dv], errors="coerce").to_numpy(float)
+    flags = (df[d.flag].fillna("").astype(str).str.strip().to_numpy() if d.flag
+             else np.full(len(df), "", dtype=object))
+    ruled = keep & np.isin(flags, [str(k) for k in d.flag_values])
+    dropped = keep & np.isin(flags, [str(k) for k, r in d.flag_values.items() if r == "drop"])
+    t = _numbers(df, d.time, keep & ~dropped, subj)
+    y = _numbers(df, d.dv, keep & ~ruled, subj, hint=(
+        f"; to read a code such as '<LOQ' in {d.dv}, declare it in [data]: flag = '{d.dv}' "
+        "and flag_values = { '<LOQ' = 'censor' } (with lloq), or = 'missing' or 'drop'"))
     cens = np.zeros(len(df), bool)
     if d.flag:
-        flags = df[d.flag].fillna("").astype(str).to_numpy()
         for fval, rule in d.flag_values.items():
             hit = keep & (flags == fval)
             if isinstance(rule, (int, float)) and not isinstance(rule, bool):
@@ -154,7 +252,7 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
     fac = time_factor(d.time_unit, spec.time_unit)
     covs = {}
     for c in d.covariates:
-        v = pd.to_numeric(df[c], errors="coerce")
+        v = pd.Series(_numbers(df, c, in_scope, subj))
         per = v.groupby(subj).first()
         if per.loc[first].isna().any():
             s = per.loc[first][per.loc[first].isna()].index[0]
@@ -220,8 +318,7 @@ def _read_nonmem(spec) -> FitData:
         raise DataError(f"data file {d.path}: no observation records (EVID 0 with MDV 0 and a "
                         "DV)", column="DV", fix="check that the file has a DV column and "
                         "observation records")
-    rows = pd.DataFrame({"row": df["ROW"].to_numpy(), "used": False,
-                         "reason": np.where(df["EVID"] == 0, "MDV=1", "dose/other event")})
+    rows = _nonmem_rows(table)
     ids = list(pd.unique(df["ID"]))
     pos = {s: i for i, s in enumerate(ids)}
     yv = obs["DV"].to_numpy(float)
@@ -231,10 +328,9 @@ def _read_nonmem(spec) -> FitData:
         raise DataError("observation record without DV", row=int(r["ROW"]), subject=r["ID"],
                         fix="set MDV=1 on records without a value")
     cens = (obs["CENS"].to_numpy() == 1) if "CENS" in obs else np.zeros(len(obs), bool)
-    rows.loc[df.index.isin(obs.index), ["used", "reason"]] = [True, "used"]
     covs = {}
     for c in d.covariates:
-        v = pd.to_numeric(df[c], errors="coerce").groupby(df["ID"], sort=False).first()
+        v = pd.Series(table.numeric(c)).groupby(df["ID"].to_numpy(), sort=False).first()
         if v.loc[ids].isna().any():
             s = v.loc[ids][v.loc[ids].isna()].index[0]
             raise DataError(f"covariate {c} is missing for this subject", subject=s, column=c,
@@ -246,3 +342,20 @@ def _read_nonmem(spec) -> FitData:
                    obs_time=obs["TIME"].to_numpy(float) * fac, y=yv, censored=cens,
                    covariates=covs, rows=rows, sha256=_sha(d.path), events=table,
                    obs_row=obs["ROW"].to_numpy(), meta={"time_factor": fac})
+
+
+def _nonmem_rows(table) -> pd.DataFrame:
+    """The row account of a NONMEM-format fit file: every physical line after the header (see
+    :func:`pkpd.events.row_account`), with ``used`` meaning "enters the fit": observations
+    (reason ``used``), doses and resets; EVID 2 records, records without a value (MDV=1) and
+    lines that are not records (blank, comments, ``C`` records, repeated headers) are not."""
+    from ..events import row_account
+    acc = row_account(table).rename(columns={"ID": "subject"})
+    rec = np.flatnonzero(acc["used"].to_numpy(bool))     # the records, in file order
+    df = table.df
+    evid, mdv = df["EVID"].to_numpy(), df["MDV"].to_numpy()
+    obs, mdv1, other = (evid == 0) & (mdv == 0), (evid == 0) & (mdv != 0), evid == 2
+    acc.loc[rec[obs], "reason"] = "used"
+    acc.loc[rec[mdv1], "reason"] = "MDV=1: not an observation"
+    acc.loc[rec[mdv1 | other], "used"] = False
+    return acc[["row", "line", "subject", "EVID", "used", "reason"]]
