@@ -79,7 +79,7 @@ def _cmd_exposure(a) -> int:
 
 def _cmd_predict(a) -> int:
     from .cards import load_card
-    from .events import read_nonmem
+    from .events import read_nonmem, row_account
     from .io import atomic_write_csv
     from .predict import predict
 
@@ -94,6 +94,8 @@ def _cmd_predict(a) -> int:
     table = read_nonmem(a.data, time_unit=a.time_unit, amt_unit=a.amt_unit, n_cmt=model.n_cmt)
     out = predict(table, card, params=_pairs(a.param, "--param") or None)
     atomic_write_csv(out, a.out)
+    if a.rows:     # what became of every line of --data
+        atomic_write_csv(row_account(table, predicted=True), a.rows)
     print(f"wrote {len(out)} predictions for {out['ID'].nunique()} subjects to {a.out} "
           f"(concentrations in {card.conc_unit})")
     return 0
@@ -327,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output CSV (ID, TIME, PRED[, IPRED])")
     q.add_argument("--time-unit", default="h", help="unit of TIME/II (default h)")
     q.add_argument("--amt-unit", default="mg", help="unit of AMT (default mg)")
+    q.add_argument("--rows", metavar="ROWS.csv",
+                   help="row account CSV: every line of --data (records, comments, C records, "
+                        "blank lines) with what became of it")
     q.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("simulate", help="tumour-size trajectories of virtual patients")
