@@ -323,12 +323,13 @@ def _is_missing(v: object) -> bool:
 class _Ctx:
     """Row numbers and subject IDs used to locate problems in messages."""
 
-    def __init__(self, rows: np.ndarray, ids: np.ndarray):
+    def __init__(self, rows: np.ndarray, ids: np.ndarray, note: str = ""):
         self.rows = rows
         self.ids = ids
+        self.note = note  # how the file was read, for values with a comma
 
     def subset(self, keep: np.ndarray) -> _Ctx:
-        return _Ctx(self.rows[keep], self.ids[keep])
+        return _Ctx(self.rows[keep], self.ids[keep], self.note)
 
     def rows_text(self, idx: np.ndarray) -> str:
         shown = ", ".join(str(int(self.rows[j])) for j in idx[:_MAX_LISTED])
@@ -548,6 +549,8 @@ def _parse_numeric(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
             point = _DECIMAL_COMMA.sub(r"\1.\2", first.strip())
             extra = (f"; decimal commas are read only in ';'-separated files, so write {point} "
                      "(or save the file with ';' as the separator)")
+        elif ctx.note and isinstance(first, str) and "," in first:
+            extra = f"; {ctx.note}"
         elif col == "TIME":
             extra = "; clock times or dates are not supported, convert them to elapsed time"
         ctx.fail(
@@ -939,6 +942,9 @@ def read_nonmem(
 
     ids = _parse_ids(frame["ID"], rows)
     ctx = _Ctx(rows, ids)
+    if info and info["separator"] == ";":
+        ctx.note = ("the file is read as semicolon-separated, with decimal commas (1,5 is read as "
+                    "1.5)")
 
     # -- numeric canonical columns -----------------------------------------------------------------
     present = {c: c in frame.columns for c in CANONICAL_COLUMNS}

@@ -148,6 +148,9 @@ def _numbers(df: pd.DataFrame, col: str, check: np.ndarray, subj, hint: str = ""
             if isinstance(v, str) and _DECIMAL_COMMA.match(v.strip()):
                 fix = (f"write {v.strip().replace(',', '.')}: decimal commas are read only in "
                        "';'-separated files")
+            elif semicolon and isinstance(v, str) and "," in v:
+                fix += ("; the file is read as semicolon-separated, with decimal commas (1,5 is "
+                        "read as 1.5)")
             elif text:
                 fix += hint
             more = int(mask.sum()) - 1
