@@ -226,6 +226,9 @@ def _cmd_cards(a) -> int:
 def _cmd_demo(a) -> int:
     from .demo import run_demo
 
+    if not 1 <= a.n <= 100_000:
+        raise PkpdError(f"--n {a.n}: the demo needs 1 to 100000 virtual patients. "
+                        "Fix: e.g. --n 500 (the default)")
     run_demo(Path(a.out), n_patients=a.n)
     return 0
 
@@ -309,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an unexpected error (any position)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p.set_defaults(_commands=sub.choices)
 
     e = sub.add_parser("exposure", help="per-cycle Cmax, Ctrough and AUC of a regimen")
     e.add_argument("drug", help="model card name (e.g. anlotinib, durvalumab) or .toml path")
@@ -484,7 +488,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:       # reported by the command's own parser: "pkpd CMD: error: ..."
+        args._commands[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")
     args.debug = debug
     import warnings
 

@@ -765,6 +765,42 @@ def _write(result: FitResult, dirs: FitFolders, spec, data, progress: bool) -> N
              True)
 
 
+#: fit.json keys that every reader of a saved fit relies on
+_RECORD_KEYS = ("name", "n_subjects", "n_obs", "sampler", "timing")
+
+
+def _read_record(file: Path) -> dict:
+    """fit.json of a saved fit, or a SpecError naming the file, the problem and the fix."""
+    fix = "Fix: run the fit again to rewrite the folder"
+    try:
+        record = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{file} is not UTF-8 text, so not a fit.json pkpd wrote. {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{file} is not valid JSON ({exc.msg} at line {exc.lineno}). "
+                        f"{fix}") from None
+    if not isinstance(record, dict):
+        raise SpecError(f"{file} holds a JSON {type(record).__name__}, not the object a fit "
+                        f"writes. {fix}")
+    missing = [k for k in _RECORD_KEYS if k not in record]
+    if missing:
+        raise SpecError(f"{file} lacks {', '.join(missing)}: not a complete fit record. {fix}")
+    return record
+
+
+def _read_saved_csv(file: Path, *, required: bool):
+    if not file.exists():
+        if required:
+            raise SpecError(f"{file} is missing: the fit folder is incomplete. Fix: run the fit "
+                            "again to rewrite the folder")
+        return None
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{file} cannot be read as a table ({' '.join(str(exc).split())}). "
+                        "Fix: run the fit again to rewrite the folder") from None
+
+
 def load_fit(path: str | os.PathLike) -> FitResult:
     """Load a fit folder written by :func:`fit` (posterior, summary, record, estimands)."""
     import arviz as az
@@ -780,9 +816,17 @@ def load_fit(path: str | os.PathLike) -> FitResult:
         ref = path.parent / "reference" / path.name
         if is_pkpd_fit(ref):
             hint += f" The committed reference result is in {ref}."
-        raise SpecError(f"{path} is not a finished fit (no fit.json).{hint}")
-    record = json.loads((path / "fit.json").read_text())
-    summary = pd.read_csv(path / "summary.csv")
-    idata = az.from_netcdf(path / "posterior.nc") if (path / "posterior.nc").exists() else None
-    est = pd.read_csv(path / "estimands.csv") if (path / "estimands.csv").exists() else None
+        raise SpecError(f"{path} is not a finished fit (no fit.json).{hint} Fix: give the "
+                        "folder a `pkpd fit` run wrote (it holds fit.json, summary.csv and "
+                        "posterior.nc), or run the fit first")
+    record = _read_record(path / "fit.json")
+    summary = _read_saved_csv(path / "summary.csv", required=True)
+    idata = None
+    if (path / "posterior.nc").exists():
+        try:
+            idata = az.from_netcdf(path / "posterior.nc")
+        except Exception as exc:  # noqa: BLE001 - any unreadable netCDF is the same user error
+            raise SpecError(f"{path / 'posterior.nc'} cannot be read ({exc}). Fix: run the fit "
+                            "again to rewrite it") from None
+    est = _read_saved_csv(path / "estimands.csv", required=False)
     return FitResult(idata, summary, record, path, est)
