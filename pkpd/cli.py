@@ -3,6 +3,7 @@
     pkpd exposure DRUG --regimen "TEXT" --days N [--cov NAME=VALUE ...] [--param NAME=VALUE]
                   [--json]
     pkpd predict --model CARD --data EVENTS.csv [--param NAME=VALUE ...] --out PRED.csv
+                 [--rows ROWS.csv]
     pkpd simulate --model CARD --regimen "DRUG: TEXT" [--regimen ...] --n N --days D --seed S
                   --out FILE(.csv|.nc) [--times T,T,...] [--param NAME=VALUE] [--residual]
     pkpd recist LESIONS.csv|.xlsx|SDTM_FOLDER --out RESPONSES.csv [--visits VISITS.csv]
@@ -87,9 +88,12 @@ def _cmd_predict(a) -> int:
     inputs = {Path(a.data).resolve(): "--data"}
     if card.path is not None:
         inputs[Path(card.path).resolve()] = "--model"
-    if Path(a.out).resolve() in inputs:
-        raise PkpdError(f"--out {a.out} is the {inputs[Path(a.out).resolve()]} input file; pkpd "
-                        "does not overwrite its inputs. Fix: give --out another file name")
+    for flag in ("out", "rows"):
+        target = getattr(a, flag)
+        if target and Path(target).resolve() in inputs:
+            raise PkpdError(f"--{flag} {target} is the {inputs[Path(target).resolve()]} input "
+                            "file; pkpd does not overwrite its inputs. Fix: give --"
+                            f"{flag} another file name")
     model = card.model()
     table = read_nonmem(a.data, time_unit=a.time_unit, amt_unit=a.amt_unit, n_cmt=model.n_cmt)
     out = predict(table, card, params=_pairs(a.param, "--param") or None)
@@ -430,6 +434,10 @@ def _action(args) -> str:
     return f"{what} {target}" if target else what
 
 
+#: libraries whose log notices a CLI user cannot act on (shown again with --debug)
+_FOREIGN_LOGGERS = ("arviz", "pymc", "pytensor", "jax", "numpyro", "nutpie")
+
+
 def _quiet_foreign_warnings() -> None:
     """Warnings from other libraries (ArviZ, PyMC, JAX, ...) that a user of the CLI cannot act on
     are not printed; pkpd's own warnings still are."""
@@ -494,10 +502,20 @@ def main(argv=None) -> int:
     args.debug = debug
     import warnings
 
+    import logging
+
+    loggers = {n: logging.getLogger(n) for n in _FOREIGN_LOGGERS}
+    levels = {n: lg.level for n, lg in loggers.items()}
     with warnings.catch_warnings():       # the caller's filters come back afterwards
         if not debug:
             _quiet_foreign_warnings()
-        return _dispatch(args)
+            for lg in loggers.values():   # e.g. ArviZ's "Shape validation failed" notices
+                lg.setLevel(logging.ERROR)
+        try:
+            return _dispatch(args)
+        finally:
+            for n, lg in loggers.items():
+                lg.setLevel(levels[n])
 
 
 if __name__ == "__main__":

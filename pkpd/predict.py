@@ -72,7 +72,7 @@ def _subject_values(table: EventTable, names, ids) -> dict[str, np.ndarray] | No
         return None
     out = {}
     for c in cols:
-        vals = pd.to_numeric(df[c], errors="coerce")
+        vals = pd.Series(table.numeric(c), index=df.index)    # text or inf: DataError
         first = vals.groupby(df["ID"], sort=False).first()     # first non-missing
         varies = vals.groupby(df["ID"], sort=False).nunique() > 1
         for sid in ids:
