@@ -500,9 +500,8 @@ def main(argv=None) -> int:
     if extra:       # reported by the command's own parser: "pkpd CMD: error: ..."
         args._commands[args.cmd].error(f"unrecognized arguments: {' '.join(extra)}")
     args.debug = debug
-    import warnings
-
     import logging
+    import warnings
 
     loggers = {n: logging.getLogger(n) for n in _FOREIGN_LOGGERS}
     levels = {n: lg.level for n, lg in loggers.items()}
