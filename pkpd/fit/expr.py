@@ -221,9 +221,11 @@ def _check_prior_args(dist, args, text, where):
     k = dict(zip(PRIORS[dist][0], args, strict=True))
     for name in ("sigma", "beta", "lam", "alpha", "nu"):
         if name in k and not k[name] > 0:
-            raise SpecError(f"{where}: {dist} needs {name} > 0; got {text!r}")
+            raise SpecError(f"{where}: {dist} needs {name} > 0; got {text!r}. Fix: give a "
+                            f"positive {name} (a scale, rate or shape is > 0)")
     if dist == "Uniform" and not k["upper"] > k["lower"]:
-        raise SpecError(f"{where}: Uniform needs upper > lower; got {text!r}")
+        raise SpecError(f"{where}: Uniform needs upper > lower; got {text!r}. Fix: e.g. "
+                        "Uniform(0, 10)")
 
 
 def prior_from_card(table: Mapping, where: str) -> PriorSpec:

@@ -157,6 +157,15 @@ class Spec:
         return hashlib.sha256(self.path.read_bytes()).hexdigest() if self.path else ""
 
 
+def _read_spec_text(path: Path) -> str:
+    """The spec file's text: UTF-8 (one-line error otherwise); a blank file reads as ''."""
+    from ..io import read_text_file
+
+    if path.is_file() and not path.read_bytes().strip():
+        return ""
+    return read_text_file(path, "fit spec")
+
+
 def _where(spec_path, section):
     return f"{Path(spec_path).name if spec_path else 'spec'} [{section}]"
 
@@ -172,9 +181,11 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
             raise SpecError(f"spec file {path} does not exist. Fix: give the path of a fit "
                             "spec such as fits/oak_stein_fojo.toml")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(_read_spec_text(path))
         except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"{path}: not valid TOML ({e})") from None
+            raise SpecError(f"{path}: not valid TOML ({e}). Fix: correct the TOML syntax at "
+                            "that line (tables are [section], values key = value, strings "
+                            "quoted)") from None
     unknown = set(raw) - _TOP
     if unknown:
         raise SpecError(f"{_where(path, ', '.join(sorted(unknown)))}: unknown section(s). Fix: "
@@ -305,8 +316,8 @@ def _data_spec(d, path, raw) -> DataSpec:
                             "the path (it is relative to the spec file)")
     elif "simulate" not in raw:
         raise SpecError(f"{_where(path, 'data')}: format 'simulate' needs a [simulate] section")
-    subject = d.get("subject", "ID")
-    subject = tuple([subject] if isinstance(subject, str) else subject)
+    subject = _subject_columns(d.get("subject", "ID"), path)
+    missing, lloq = _missing_and_lloq(d, path)
     zero = d.get("zero", "keep")
     if not (isinstance(zero, (int, float)) or zero in ("keep", "censor", "drop")):
         raise SpecError(f"{_where(path, 'data')}: zero = {zero!r}. Fix: 'keep', 'censor', "
@@ -316,9 +327,39 @@ def _data_spec(d, path, raw) -> DataSpec:
                     time_unit=str(d.get("time_unit", "day")), dv=str(d.get("dv", "DV")),
                     dv_unit=str(d.get("dv_unit", "")), filter=dict(d.get("filter", {})),
                     flag=d.get("flag"), flag_values=dict(d.get("flag_values", {})), zero=zero,
-                    missing=str(d.get("missing", "drop")), lloq=d.get("lloq"),
+                    missing=missing, lloq=lloq,
                     stop_at_progression=bool(d.get("stop_at_progression", False)),
                     arm=d.get("arm"), covariates=tuple(covs), raw=dict(d))
+
+
+def _subject_columns(subject, path) -> tuple[str, ...]:
+    """``[data] subject``: a column name or a list of column names (joined into one ID)."""
+    cols = [subject] if isinstance(subject, str) else subject
+    if (not isinstance(cols, list) or not cols
+            or not all(isinstance(c, str) and c.strip() for c in cols)):
+        raise SpecError(f"{_where(path, 'data')}: subject = {subject!r} is not a column name. "
+                        "Fix: subject = 'ID' (the name of the subject column, quoted), or a "
+                        "list of names such as ['STUDY', 'ID']")
+    return tuple(cols)
+
+
+def _missing_and_lloq(d, path) -> tuple[str, float | None]:
+    """``[data] missing`` ('drop' or 'error') and ``lloq`` (a positive finite number or absent)."""
+    missing = d.get("missing", "drop")
+    if missing not in ("drop", "error"):
+        raise SpecError(f"{_where(path, 'data')}: missing = {missing!r} is unknown. Fix: "
+                        "'drop' (leave out rows without an observation, each recorded with "
+                        "its reason) or 'error' (refuse them)")
+    lloq = d.get("lloq")
+    if lloq is not None:
+        ok = (isinstance(lloq, (int, float)) and not isinstance(lloq, bool)
+              and np.isfinite(lloq) and lloq > 0)
+        if not ok:
+            raise SpecError(f"{_where(path, 'data')}: lloq = {lloq!r} is not a positive "
+                            "number. Fix: give the lower limit of quantification in the "
+                            "observation's unit, e.g. lloq = 5.0, or remove lloq")
+        lloq = float(lloq)
+    return missing, lloq
 
 
 def _parameters(raw, path, kind, params, card):
@@ -535,31 +576,41 @@ def _sampler(s, path) -> Sampler:
     if extra:
         raise SpecError(f"{w}: unknown setting(s) {', '.join(sorted(extra))}. Fix: use "
                         f"{', '.join(sorted(known))}")
-    vals = {}
-    for k, v in s.items():
-        typ = type(getattr(Sampler, k))
-        if typ is bool:
-            if not isinstance(v, bool):
-                raise SpecError(f"{w}: {k} must be true or false; got {v!r}")
-            vals[k] = v
-            continue
-        try:
-            if typ is int and (isinstance(v, bool) or float(v) != int(float(v))):
-                raise ValueError
-            vals[k] = typ(v)
-        except (TypeError, ValueError):
-            raise SpecError(f"{w}: {k} must be a{'n integer' if typ is int else ' ' + typ.__name__}"
-                            f"; got {v!r}") from None
+    vals = {k: _sampler_value(k, v, w) for k, v in s.items()}
     out = Sampler(**vals)
     if out.name not in SAMPLERS:
         raise SpecError(f"{w}: sampler {out.name!r} is unknown. Fix: use one of "
                         f"{', '.join(SAMPLERS)}")
-    for k in ("chains", "tune", "draws", "chains_per_batch"):
-        if getattr(out, k) < (0 if k == "tune" else 1):
-            raise SpecError(f"{w}: {k} must be a positive integer; got {getattr(out, k)}")
+    for k in ("chains", "tune", "draws", "chains_per_batch", "max_treedepth"):
+        low = 0 if k == "tune" else 1
+        if getattr(out, k) < low:
+            raise SpecError(f"{w}: {k} must be an integer >= {low}; got {getattr(out, k)}. "
+                            f"Fix: e.g. {k} = {getattr(Sampler, k)}")
     if not 0.5 <= out.target_accept < 1:
-        raise SpecError(f"{w}: target_accept must be in [0.5, 1); got {out.target_accept}")
+        raise SpecError(f"{w}: target_accept must be in [0.5, 1); got {out.target_accept}. "
+                        "Fix: e.g. target_accept = 0.8 (0.9-0.99 for difficult posteriors)")
     return out
+
+
+def _sampler_value(k, v, w):
+    """One ``[sampler]`` setting converted to its type; text, fractions and bools are refused
+    where an integer is needed."""
+    default = getattr(Sampler, k)
+    typ = type(default)
+    if typ is bool:
+        if not isinstance(v, bool):
+            raise SpecError(f"{w}: {k} must be true or false; got {v!r}. Fix: {k} = true "
+                            "or false (no quotes)")
+        return v
+    if typ is str:
+        return str(v)
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float))
+          and (typ is float or float(v).is_integer()) and np.isfinite(float(v)))
+    if not ok:
+        kind = "an integer" if typ is int else "a number"
+        raise SpecError(f"{w}: {k} must be {kind}; got {v!r}. Fix: e.g. {k} = {default!r} "
+                        "(a TOML number, no quotes)")
+    return typ(v)
 
 
 def _cross_check(spec: Spec) -> None:
