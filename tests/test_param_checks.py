@@ -194,8 +194,16 @@ def test_predict_param_is_used(capsys, tmp_path):
     np.testing.assert_allclose(b.PRED, a.PRED / 2, rtol=1e-12)     # linear in the dose
 
 
-@pytest.mark.parametrize("value, shown", [(-62.0, "-62.0"), (0.0, "0.0"),
-                                          (float("inf"), "inf")])
+def test_predict_ipred_parameter_column_inf_is_refused_at_its_row(capsys, tmp_path):
+    out = tmp_path / "pred.csv"
+    rc, _, err = run(capsys, "predict", "--model", "anlotinib", "--data",
+                     events(tmp_path / "ev.csv", cl=float("inf")), "--out", out)
+    assert_one_line_error(rc, err, "predict", [
+        "row 4 (ID 2) column CL", "must be finite", "got inf", "Fix: write a finite number"])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, shown", [(-62.0, "-62.0"), (0.0, "0.0")])
 def test_predict_ipred_parameter_column_is_checked(capsys, tmp_path, value, shown):
     out = tmp_path / "pred.csv"
     rc, _, err = run(capsys, "predict", "--model", "anlotinib", "--data",
