@@ -1,7 +1,8 @@
 """Independent scipy reference for the sclc_triplet_tgi combination model (used by simulate.py).
 
-Written from the card structures and the equations of the ``pkpd.combination`` docstring only: no
-call into ``pkpd.drivers`` or ``pkpd.combination``. Per patient:
+Written from the card structures and the equations of the ``pkpd.tumour.combination`` docstring
+only: no
+call into ``pkpd.tumour.drivers`` or ``pkpd.tumour.combination``. Per patient:
 
 1. PK of each drug as an ODE in days (hour-based cards converted: CL, KA x 24), infusions as
    constant-rate inputs, oral doses as boluses into the depot, plus an AUC state (in the card's

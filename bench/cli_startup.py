@@ -4,7 +4,7 @@ Issue 13 asks for `pkpd --help` in under 1 s of wall time on the development mac
 Measured in the same run, each the median of REPS fresh processes:
   * baseline: `python -c pass` (the interpreter's own start-up);
   * `python -m pkpd.cli --help` and `python -m pkpd.cli COMMAND --help` for every command;
-  * `python -c "import pkpd"`, and `import pkpd.engine` (what a command that computes pays for
+  * `python -c "import pkpd"`, and `import pkpd.pk.engine` (what a command that computes pays for
     JAX) for scale.
 Ratios are against the baseline. The last line is one JSON object with the headline figures.
 """
@@ -44,8 +44,8 @@ def main() -> None:
     for c, t in sub.items():
         print(f"pkpd {c} --help: {t * 1e3:.0f} ms ({t / base:.1f}x baseline)")
     imp = wall(["-c", "import pkpd"])
-    eng = wall(["-c", "import pkpd.engine"], reps=3)
-    print(f"import pkpd: {imp * 1e3:.0f} ms; import pkpd.engine (JAX): {eng * 1e3:.0f} ms")
+    eng = wall(["-c", "import pkpd.pk.engine"], reps=3)
+    print(f"import pkpd: {imp * 1e3:.0f} ms; import pkpd.pk.engine (JAX): {eng * 1e3:.0f} ms")
     print(json.dumps({
         "help_s": round(top, 3), "help_ratio_vs_python": round(top / base, 2),
         "slowest_command_help_s": round(max(sub.values()), 3),

@@ -20,9 +20,9 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import pkpd
-from pkpd.engine import compile_records, solve, solve_population, stack
-from pkpd.exposure import _records, dose_records
-from pkpd.regimen import parse_regimen
+from pkpd.dosing.regimen import parse_regimen
+from pkpd.pk.engine import compile_records, solve, solve_population, stack
+from pkpd.pk.exposure import _records, dose_records
 
 DAYS = 168.0
 SAMPLE_DAYS = np.linspace(1.0, DAYS - 1.0, 24)

@@ -7,7 +7,8 @@ Model: the ``sclc_triplet_tgi`` tumour card (PK of anlotinib, durvalumab, etopos
     etoposide 100 mg/m2 D1-3 Q21D x4; carboplatin AUC 5 D1 Q21D x4   (BSA 1.8 m2, GFR 100)
 
 Measured in the same run:
-  * ``pkpd.simulate.simulate`` (exact interval-mean PK + closed-form tumour, jit + vmap, chunks
+  * ``pkpd.tumour.simulate.simulate`` (exact interval-mean PK + closed-form tumour, jit + vmap,
+    chunks
     of 10k), patients/s for N = 1k, 10k and 100k; the first calls (one per batch shape) are
     warm-ups, their extra time is the compile time, reported separately;
   * baseline: an independent scipy ``solve_ivp`` loop of the same model (``_scipy_triplet.py``:
@@ -46,9 +47,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import pkpd
-from pkpd import combination as cm
-from pkpd.regimen import parse_regimen
-from pkpd.simulate import patient_drivers, simulate
+from pkpd.dosing.regimen import parse_regimen
+from pkpd.tumour import combination as cm
+from pkpd.tumour.simulate import patient_drivers, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _scipy_triplet as ref  # noqa: E402

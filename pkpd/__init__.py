@@ -19,24 +19,40 @@ else:
 
 __version__ = "0.1.0"
 
+from ._moved import install as _install_moved  # noqa: E402
+from .cards.registry import declare_provider as _declare_card_kind  # noqa: E402
+
 #: public name -> submodule that defines it (imported lazily, PEP 562)
 _LAZY = {
     "Card": "cards",
     "list_cards": "cards",
     "load_card": "cards",
-    "SolverConfig": "engine",
+    "SolverConfig": "pk.engine",
     "DataError": "errors",
     "ModelError": "errors",
     "PkpdError": "errors",
     "RegimenError": "errors",
     "SolverError": "errors",
     "UnitError": "errors",
-    "OneCompartment": "pk",
-    "TwoCompartment": "pk",
-    "ThreeCompartment": "pk",
-    "NonlinearCompartment": "pk",
-    "as_ode": "pk",
+    "OneCompartment": "pk.models",
+    "TwoCompartment": "pk.models",
+    "ThreeCompartment": "pk.models",
+    "NonlinearCompartment": "pk.models",
+    "as_ode": "pk.models",
+    "parse_regimen": "dosing.regimen",
+    "read_nonmem": "dosing.events",
 }
+
+#: the subpackages, in the order data flows (each imports only those before it)
+_LAYERS = ("dosing", "cards", "pk", "tumour", "clinical", "fit")
+
+# The built-in card kinds: the loader (pkpd.cards) imports nothing above it; the model that owns a
+# kind registers it when imported, and is imported when a card of its kind is first loaded.
+_declare_card_kind("pk", "pkpd.pk.models")
+_declare_card_kind("tumor", "pkpd.tumour.combination")
+
+# pkpd 0.1's flat module paths (pkpd.regimen, pkpd.simulate, ...) still import, with a warning
+_install_moved()
 
 __all__ = [*_LAZY, "__version__"]
 

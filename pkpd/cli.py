@@ -59,9 +59,9 @@ def _pairs(items, what: str) -> dict[str, float]:
 
 
 def _cmd_exposure(a) -> int:
-    from .cards import load_card
-    from .exposure import cycle_exposure
-    from .regimen import parse_regimen
+    from .cards.card import load_card
+    from .dosing.regimen import parse_regimen
+    from .pk.exposure import cycle_exposure
 
     card = load_card(a.drug)
     reg = parse_regimen(a.regimen)
@@ -79,10 +79,10 @@ def _cmd_exposure(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .cards import load_card
-    from .events import read_nonmem, row_account
+    from .cards.card import load_card
+    from .dosing.events import read_nonmem, row_account
     from .io import atomic_write_csv
-    from .predict import predict
+    from .pk.predict import predict
 
     card = load_card(a.model)
     inputs = {Path(a.data).resolve(): "--data"}
@@ -108,7 +108,7 @@ def _cmd_predict(a) -> int:
 def _cmd_simulate(a) -> int:
     import numpy as np
 
-    from .simulate import simulate
+    from .tumour.simulate import simulate
 
     times = None
     if a.times:
@@ -142,9 +142,15 @@ def _cmd_recist(a) -> int:
 
     import pandas as pd
 
+    from .clinical.recist import RecistConfig, evaluate
+    from .clinical.tumourdata import (
+        PROBLEM_COLUMNS,
+        DataProblems,
+        read_lesions,
+        read_sdtm,
+        read_subjects,
+    )
     from .io import atomic_write_csv
-    from .recist import RecistConfig, evaluate
-    from .tumourdata import PROBLEM_COLUMNS, DataProblems, read_lesions, read_sdtm, read_subjects
 
     src = Path(a.lesions)
     if not src.exists():
@@ -216,7 +222,7 @@ def _cmd_recist(a) -> int:
 
 
 def _cmd_cards(a) -> int:
-    from .cards import list_cards, load_card
+    from .cards.card import list_cards, load_card
 
     if a.name:
         print(load_card(a.name).summary())

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cards import load_card
-from .exposure import concentration_profile, cycle_exposure
+from .cards.card import load_card
+from .dosing.regimen import Protocol, parse_regimen
 from .io import atomic_write_bytes, atomic_write_csv, atomic_write_text
-from .regimen import Protocol, parse_regimen
+from .pk.exposure import concentration_profile, cycle_exposure
 
 TRIPLET = {
     "anlotinib": "12 mg PO QD D1-14 Q21D",
@@ -149,7 +149,7 @@ def _fit(out: Path) -> str:
 
 
 def _tumour(out: Path, protocol, n: int, seed: int) -> dict:
-    from .simulate import simulate
+    from .tumour.simulate import simulate
 
     arms = {"durvalumab + EP": {d: r for d, r in protocol.items() if d != "anlotinib"},
             "durvalumab + anlotinib + EP": dict(protocol.items())}

@@ -92,7 +92,7 @@ def _card(tmp_path, text, name="c.toml"):
     ],
 )
 def test_domain_texts(text, inside, outside):
-    from pkpd.pk import parse_domain
+    from pkpd.params import parse_domain
 
     dom = parse_domain(text)
     assert dom.contains(inside).all()
@@ -157,7 +157,7 @@ def test_card_can_widen_a_default_domain(tmp_path):
 
 
 def test_default_domains_by_name():
-    from pkpd.pk import default_domain
+    from pkpd.params import default_domain
 
     for name in ("CL", "V", "V1", "V2", "V3", "Q", "Q2", "Q3", "KA", "K10", "VMAX", "KM",
                  "TC50", "HILL", "R1", "D2"):
@@ -170,7 +170,7 @@ def test_default_domains_by_name():
 
 def test_tumour_card_domains_agree_with_the_model_checks():
     """The tumour card states every domain; each agrees with combination.check_params."""
-    from pkpd import combination as cm
+    from pkpd.tumour import combination as cm
 
     card = load_card("sclc_triplet_tgi")
     typ = card.typical_params()

@@ -128,7 +128,7 @@ def test_help_and_import_do_not_load_heavy_libraries():
 
 def test_float64_whether_jax_comes_first_or_later():
     for first in ("import jax; import pkpd", "import pkpd; import jax"):
-        code = (f"{first}\nfrom pkpd.engine import stack\nimport jax.numpy as jnp\n"
+        code = (f"{first}\nfrom pkpd.pk.engine import stack\nimport jax.numpy as jnp\n"
                 "print(jnp.asarray(1.0).dtype)")
         p = _subprocess(code=code)
         assert p.returncode == 0, p.stderr

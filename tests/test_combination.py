@@ -1,6 +1,6 @@
-"""The anlotinib + durvalumab + EP tumour model (pkpd.combination) and pkpd.simulate.
+"""The anlotinib + durvalumab + EP tumour model (pkpd.tumour.combination) and pkpd.tumour.simulate.
 
-* Closed form vs ODE: :func:`pkpd.combination.sld` against scipy's DOP853 (``rtol = atol =
+* Closed form vs ODE: :func:`pkpd.tumour.combination.sld` against scipy's DOP853 (``rtol = atol =
   1e-12``, log-size state) integrated interval by interval, restarted at every grid boundary
   (the drivers jump there) and at every off-grid observation time. Agreement ``rtol = 1e-6``, the
   acceptance criterion for closed form vs ODE (../shared/docs/STYLE.md §2.7); the measured
@@ -13,7 +13,7 @@
   parameters and for a PK parameter through the drivers.
 * Sanity of the typical patient on durvalumab + EP (a window, not a calibration).
 * Derived quantities against independent computations (fine grids, closed forms).
-* :func:`pkpd.simulate.simulate`: agreement with the model, reproducibility, outputs, errors.
+* :func:`pkpd.tumour.simulate.simulate`: agreement with the model, reproducibility, outputs, errors.
 
 The real drivers (typical PK, BSA 1.8 m2, GFR 100 mL/min) are computed once per module.
 """
@@ -32,11 +32,11 @@ from hypothesis.extra import numpy as hnp
 from scipy.integrate import solve_ivp
 
 import pkpd
-from pkpd import combination as cm
-from pkpd.drivers import dose_inputs, grid_means
+from pkpd.dosing.regimen import parse_regimen
 from pkpd.errors import ModelError, RegimenError
-from pkpd.regimen import parse_regimen
-from pkpd.simulate import patient_drivers, simulate
+from pkpd.tumour import combination as cm
+from pkpd.tumour.drivers import dose_inputs, grid_means
+from pkpd.tumour.simulate import patient_drivers, simulate
 
 CARD = "sclc_triplet_tgi"
 COV = {"BSA": 1.8, "GFR": 100.0}

@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from pkpd.cli import main
-from pkpd.errors import DataError
-from pkpd.events import (
+from pkpd.dosing.events import (
     MAX_DOSES_PER_RECORD,
     MAX_DOSES_TOTAL,
     EventTable,
@@ -24,13 +23,14 @@ from pkpd.events import (
     read_nonmem,
     row_account,
 )
+from pkpd.errors import DataError
 from pkpd.fit import load_spec, read_fit_data
 
 REPO = Path(__file__).resolve().parents[1]
 PHENO_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "pk_phenobarbital" / \
     "pheno_pharmpy.csv"
 needs_pheno = pytest.mark.skipif(not PHENO_CSV.exists(), reason="shared pheno data missing")
-pytestmark = pytest.mark.filterwarnings("ignore::pkpd.events.PkpdDataWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pkpd.dosing.events.PkpdDataWarning")
 
 GOOD = "ID,TIME,EVID,AMT,II,ADDL,DV\n1,0,1,12,24,6,.\n1,23,0,.,.,.,12.5\n1,30,0,.,.,.,20\n"
 

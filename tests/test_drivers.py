@@ -1,4 +1,5 @@
-"""Grid drivers (pkpd.drivers): interval means against the exact engine, closed forms, gradients,
+"""Grid drivers (pkpd.tumour.drivers): interval means against the exact engine, closed forms,
+gradients,
 bad input."""
 
 import jax
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 
 import pkpd
-from pkpd.drivers import dose_inputs, grid_concentrations, grid_means, matfuncs, phi1, phi2
-from pkpd.engine import SolverConfig
+from pkpd.dosing.regimen import parse_regimen
 from pkpd.errors import ModelError, RegimenError
-from pkpd.exposure import _profile, dose_records
-from pkpd.regimen import parse_regimen
+from pkpd.pk.engine import SolverConfig
+from pkpd.pk.exposure import _profile, dose_records
+from pkpd.tumour.drivers import dose_inputs, grid_concentrations, grid_means, matfuncs, phi1, phi2
 from pkpd.units import time_factor
 
 DURVA = "1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import pkpd
-from pkpd.engine import SolverConfig, compile_records, solve, stack
+from pkpd.pk.engine import SolverConfig, compile_records, solve, stack
 
 
 def records(rows):

@@ -1,4 +1,4 @@
-"""Tests for pkpd.events: reading, validation, ATIME, ADDL expansion, units, BLQ, writing."""
+"""Tests for pkpd.dosing.events: reading, validation, ATIME, ADDL expansion, units, BLQ, writing."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pkpd.errors import DataError, UnitError
-from pkpd.events import (
+from pkpd.dosing.events import (
     CANONICAL_COLUMNS,
     NONMEM_COLUMNS,
     EventTable,
@@ -25,6 +24,7 @@ from pkpd.events import (
     read_nonmem,
     write_nonmem,
 )
+from pkpd.errors import DataError, UnitError
 
 THEO_SD = Path(__file__).parents[2] / "shared/data/pk_theophylline/theo_sd.csv"
 

@@ -7,8 +7,8 @@ from scipy.integrate import quad
 from scipy.optimize import minimize_scalar
 
 import pkpd
-from pkpd.exposure import concentration_profile, cycle_exposure
-from pkpd.regimen import parse_regimen
+from pkpd.dosing.regimen import parse_regimen
+from pkpd.pk.exposure import concentration_profile, cycle_exposure
 
 ANLOTINIB = "12 mg PO QD D1-14 Q21D"
 DURVALUMAB = "1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"
@@ -133,7 +133,7 @@ def test_prefix_matching_the_cards_drug_field_is_accepted():
 @pytest.mark.parametrize("call", ["cycle_exposure", "concentration_profile", "dose_records"])
 def test_regimen_for_another_drug_is_refused(call):
     from pkpd.errors import RegimenError
-    from pkpd.exposure import dose_records
+    from pkpd.pk.exposure import dose_records
 
     card = pkpd.load_card("anlotinib")
     reg = parse_regimen("durvalumab: 1500 mg IV 60 min Q3W")
@@ -170,7 +170,7 @@ def test_huge_horizon_is_refused_quickly():
 def test_grid_thins_to_the_budget_with_the_same_metrics(monkeypatch):
     """Past MAX_EXPOSURE_POINTS the default grid thins (here to 101 points per 1-day cycle);
     Cmax stays refined, troughs and AUC stay exact."""
-    import pkpd.exposure as ex
+    import pkpd.pk.exposure as ex
 
     card, reg = pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD")
     full = cycle_exposure(card, reg, 30)

@@ -23,7 +23,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHENO_CSV = SHARED / "pk_phenobarbital" / "pheno_pharmpy.csv"
 pytestmark = [
     pytest.mark.skipif(not PHENO_CSV.exists(), reason="shared pheno data missing"),
-    pytest.mark.filterwarnings("ignore::pkpd.events.PkpdDataWarning"),
+    pytest.mark.filterwarnings("ignore::pkpd.dosing.events.PkpdDataWarning"),
 ]
 
 

@@ -1,7 +1,7 @@
 """Clinical estimands of a hierarchical fit (pkpd.fit.estimands) on fake posteriors.
 
 The posteriors are built with ``az.from_dict`` from known parameter sets, so every summary has an
-exact reference: :func:`pkpd.combination.derived` for the same parameters on the real triplet
+exact reference: :func:`pkpd.tumour.combination.derived` for the same parameters on the real triplet
 drivers (typical PK, BSA 1.8 m2, GFR 100 mL/min). Four subjects cover the regimes of the onset:
 regrowth after a nadir (triplet; durvalumab + EP), still shrinking at the horizon (NaN onset,
 ``LAMBDA = 0``) and primary resistance (onset 0, fast growth). All fake posteriors have 20 draws
@@ -22,10 +22,10 @@ import pytest
 from scipy.stats import norm
 
 import pkpd
-from pkpd import combination as cm
 from pkpd.errors import DataError, ModelError
 from pkpd.fit import estimands as est
-from pkpd.simulate import patient_drivers
+from pkpd.tumour import combination as cm
+from pkpd.tumour.simulate import patient_drivers
 
 CARD = "sclc_triplet_tgi"
 COV = {"BSA": 1.8, "GFR": 100.0}

@@ -36,7 +36,7 @@ PHENO_CSV = SHARED / "pk_phenobarbital" / "pheno_pharmpy.csv"
 REFERENCE = FITS / "reference" / "phenobarbital"      # a result pkpd wrote (the previous one)
 pytestmark = [
     pytest.mark.skipif(not PHENO_CSV.exists(), reason="shared pheno data missing"),
-    pytest.mark.filterwarnings("ignore::pkpd.events.PkpdDataWarning"),
+    pytest.mark.filterwarnings("ignore::pkpd.dosing.events.PkpdDataWarning"),
 ]
 TINY = ["--chains", "2", "--tune", "60", "--draws", "60"]
 #: the acceptance bound: Ctrl-C to exit status 130

@@ -37,7 +37,7 @@ OAK_CSV = SHARED / "laleh2022_atezolizumab_sld" / "laleh2022_s1_long.csv"
 needs_pheno = pytest.mark.skipif(not PHENO_CSV.exists(), reason="shared pheno data missing")
 needs_bauer = pytest.mark.skipif(not BAUER_CSV.exists(), reason="shared Bauer data missing")
 needs_oak = pytest.mark.skipif(not OAK_CSV.exists(), reason="shared Laleh S1 data missing")
-pytestmark = [pytest.mark.filterwarnings("ignore::pkpd.events.PkpdDataWarning"),
+pytestmark = [pytest.mark.filterwarnings("ignore::pkpd.dosing.events.PkpdDataWarning"),
               pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")]
 
 RTOL = 1e-10

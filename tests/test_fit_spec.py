@@ -25,7 +25,7 @@ OAK_CSV = SHARED / "laleh2022_atezolizumab_sld" / "laleh2022_s1_long.csv"
 needs_pheno = pytest.mark.skipif(not PHENO_CSV.exists(), reason="shared pheno data missing")
 needs_oak = pytest.mark.skipif(not OAK_CSV.exists(), reason="shared Laleh S1 data missing")
 # pheno_pharmpy.csv has DV = 0 on dose records (ignored, as NONMEM does); pkpd says so
-pytestmark = pytest.mark.filterwarnings("ignore::pkpd.events.PkpdDataWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pkpd.dosing.events.PkpdDataWarning")
 
 
 def pheno_raw() -> dict:

@@ -1,6 +1,6 @@
 """Gradients of predicted concentrations w.r.t. every PK parameter: AD vs finite differences.
 
-``jax.jacfwd`` through :func:`pkpd.engine.solve` is compared with central differences
+``jax.jacfwd`` through :func:`pkpd.pk.engine.solve` is compared with central differences
 ``(C(theta + h) - C(theta - h)) / (2h)``, ``h = 1e-6 |theta|``, in float64:
 
 * truncation error ``h^2/6 |C'''|`` ~ 1e-12 relative, rounding error ``eps |C| / h`` ~ 2e-10
@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 import pkpd
-from pkpd.engine import SolverConfig, compile_records, solve, stack
+from pkpd.pk.engine import SolverConfig, compile_records, solve, stack
 
 EXACT_RTOL = 1e-5
 ODE_RTOL = 1e-4

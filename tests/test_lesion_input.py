@@ -19,8 +19,7 @@ import pandas as pd
 import pytest
 
 from pkpd.cli import main
-from pkpd.errors import DataError
-from pkpd.tumourdata import (
+from pkpd.clinical.tumourdata import (
     PROBLEM_COLUMNS,
     DataProblems,
     read_adam,
@@ -30,6 +29,7 @@ from pkpd.tumourdata import (
     read_subjects,
     validate_lesions,
 )
+from pkpd.errors import DataError
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -1,4 +1,4 @@
-"""Tests for pkpd.nca.
+"""Tests for pkpd.pk.nca.
 
 Expected values are computed independently inside the tests (explicit loops, closed forms,
 ``scipy.stats.linregress``), never by calling the module under test.
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from scipy.stats import linregress
 
 from pkpd.errors import DataError
-from pkpd.nca import accumulation, auc, auc_segments, aumc, lambda_z, nca, to_cdisc
+from pkpd.pk.nca import accumulation, auc, auc_segments, aumc, lambda_z, nca, to_cdisc
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 THEO_SD = SHARED / "data" / "pk_theophylline" / "theo_sd.csv"

@@ -29,8 +29,8 @@ import pandas as pd
 import pytest
 
 import pkpd
-from pkpd.events import read_nonmem
-from pkpd.predict import predict
+from pkpd.dosing.events import read_nonmem
+from pkpd.pk.predict import predict
 
 RTOL = 1e-6
 ATOL = 1e-9

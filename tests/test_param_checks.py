@@ -269,16 +269,16 @@ def card():
     ({"CL": float("nan")}, "CL = nan must be > 0"), ({"V": 0.0}, "V = 0 must be > 0"),
 ])
 def test_cycle_exposure_params(card, params, match):
-    from pkpd.exposure import cycle_exposure
-    from pkpd.regimen import parse_regimen
+    from pkpd.dosing.regimen import parse_regimen
+    from pkpd.pk.exposure import cycle_exposure
 
     with pytest.raises(ModelError, match=match):
         cycle_exposure(card, parse_regimen(ANLO), 42, params=params)
 
 
 def test_concentration_profile_params(card):
-    from pkpd.exposure import concentration_profile
-    from pkpd.regimen import parse_regimen
+    from pkpd.dosing.regimen import parse_regimen
+    from pkpd.pk.exposure import concentration_profile
 
     reg = parse_regimen(ANLO)
     good = {"CL": [9.0, 10.0], "V": [2000.0, 2100.0], "KA": [0.6, 0.7]}
@@ -292,7 +292,7 @@ def test_concentration_profile_params(card):
 
 
 def _table(tmp_path, **kw):
-    from pkpd.events import read_nonmem
+    from pkpd.dosing.events import read_nonmem
 
     return read_nonmem(events(tmp_path / "ev.csv", **kw), n_cmt=2)
 
@@ -302,14 +302,14 @@ def _table(tmp_path, **kw):
     ({"FOO": 1.0}, "unknown parameter 'FOO'"),
 ])
 def test_predict_api_params(tmp_path, card, params, match):
-    from pkpd.predict import predict
+    from pkpd.pk.predict import predict
 
     with pytest.raises(ModelError, match=match):
         predict(_table(tmp_path), card, params=params)
 
 
 def test_predict_api_without_card_checks_the_model(tmp_path, card):
-    from pkpd.predict import predict
+    from pkpd.pk.predict import predict
 
     table = _table(tmp_path)
     model = card.model()
@@ -323,7 +323,7 @@ def test_predict_api_without_card_checks_the_model(tmp_path, card):
 
 
 def test_predict_api_ipred_column(tmp_path, card):
-    from pkpd.predict import predict
+    from pkpd.pk.predict import predict
 
     with pytest.raises(DataError) as err:
         predict(_table(tmp_path, cl=-3.0), card)
@@ -340,7 +340,7 @@ def test_predict_api_ipred_column(tmp_path, card):
     (dict(seed=-3), "seed = -3"),
 ])
 def test_simulate_api(kw, match):
-    from pkpd.simulate import simulate
+    from pkpd.tumour.simulate import simulate
 
     with pytest.raises(ModelError, match=match):
         simulate("sclc_triplet_tgi", "anlotinib: " + ANLO, **{"days": 60, **kw})
@@ -348,7 +348,7 @@ def test_simulate_api(kw, match):
 
 def test_simulate_long_horizon_uses_smaller_batches(monkeypatch):
     """Batches shrink to MAX_CHUNK_CELLS patient-steps; the numbers do not change."""
-    import pkpd.simulate as sm
+    import pkpd.tumour.simulate as sm
 
     kw = dict(days=84, n=12, seed=5, progress=False)
     ref = sm.simulate("sclc_triplet_tgi", "anlotinib: " + ANLO, **kw)

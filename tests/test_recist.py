@@ -1,4 +1,4 @@
-"""Tests for pkpd.recist (RECIST 1.1 / iRECIST engine).
+"""Tests for pkpd.clinical.recist (RECIST 1.1 / iRECIST engine).
 
 Each rule case builds a tiny lesion table and checks the answer derived by hand from the rule
 text of CONVENTIONS.md §3 (the derivation is the one-line comment above the assertion).
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pkpd.clinical.recist import BOR_VALUES, IBOR_VALUES, RecistConfig, _bor, evaluate
 from pkpd.errors import DataError
-from pkpd.recist import BOR_VALUES, IBOR_VALUES, RecistConfig, _bor, evaluate
 
 NAN = math.nan
 IR = RecistConfig(irecist=True)

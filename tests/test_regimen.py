@@ -1,4 +1,5 @@
-"""Tests for pkpd.regimen: text form, covariate resolution, holds/reductions, arrays, tables."""
+"""Tests for pkpd.dosing.regimen: text form, covariate resolution, holds/reductions, arrays,
+tables."""
 
 import dataclasses
 import math
@@ -13,8 +14,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pkpd.errors import RegimenError, UnitError  # noqa: E402
-from pkpd.regimen import (  # noqa: E402
+from pkpd.dosing.regimen import (  # noqa: E402
     DOSE_UNITS,
     DOSES_PER_DAY,
     ROUTES,
@@ -31,6 +31,7 @@ from pkpd.regimen import (  # noqa: E402
     resolve_dose_mg,
     stack_arrays,
 )
+from pkpd.errors import RegimenError, UnitError  # noqa: E402
 
 ANLOTINIB = "12 mg PO QD D1-14 Q21D"
 DURVALUMAB = "1500 mg IV 60 min Q3W x4 then 1500 mg IV 60 min Q4W"
@@ -704,7 +705,7 @@ def test_bad_numbers_are_clear(text, token, problem):
 
 
 def test_ten_years_of_daily_dosing_is_within_the_limits():
-    from pkpd.regimen import MAX_CYCLES, MAX_DOSES
+    from pkpd.dosing.regimen import MAX_CYCLES, MAX_DOSES
 
     r = parse_regimen("12 mg PO QD")
     n_cycles, n_doses = r.expansion(3653)

@@ -1,10 +1,12 @@
-"""TGI model library (pkpd.tgi): closed forms vs ODE, gradients, references, jit/vmap, errors.
+"""TGI model library (pkpd.tumour.tgi): closed forms vs ODE, gradients, references, jit/vmap,
+errors.
 
 Closed forms are checked against an independent ODE solve: the right-hand sides below are written
-out here from the equations (not taken from ``pkpd.tgi``) and integrated with scipy's DOP853 at
-``rtol=1e-11, atol=1e-12``; K-PD models integrate the biophase amount as a state, segment by
-segment between bolus times, adding each bolus to the state. Agreement: ``rtol = 1e-6`` over
-0..730 days (plus ``atol = 1e-9`` mm, which only matters for an SLD that decays to ~1e-6 mm).
+out here from the equations (not taken from ``pkpd.tumour.tgi``) and integrated with scipy's
+DOP853 at ``rtol=1e-11, atol=1e-12``; K-PD models integrate the biophase amount as a state,
+segment by segment between bolus times, adding each bolus to the state. Agreement:
+``rtol = 1e-6`` over 0..730 days (plus ``atol = 1e-9`` mm, which only matters for an SLD that
+decays to ~1e-6 mm).
 The library's own ``rhs`` is checked against the time derivative of ``size`` (forward-mode JVP)
 along the trajectory.
 """
@@ -24,8 +26,8 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import pkpd  # noqa: F401  (float64)
-from pkpd import tgi
 from pkpd.errors import ModelError
+from pkpd.tumour import tgi
 
 RTOL = 1e-6
 ATOL = 1e-9  # mm; only matters where the SLD decays to ~1e-6 mm and the ODE's atol dominates

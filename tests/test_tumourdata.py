@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pkpd.errors import DataError
-from pkpd.tumourdata import (
+from pkpd.clinical.tumourdata import (
     LALEH_COLUMNS,
     LESION_COLUMNS,
     SLD_COLUMNS,
@@ -27,6 +26,7 @@ from pkpd.tumourdata import (
     validate_lesions,
     write_nonmem_tumour,
 )
+from pkpd.errors import DataError
 
 LALEH_DIR = laleh_s1_default_path().parent.parent
 LALEH_LONG = LALEH_DIR / "laleh2022_s1_long.csv"
@@ -277,7 +277,7 @@ def test_sld_series_rules():
         ("P", 42, "T2", "target", "NODE", True, 7.0, ""),
         ("P", 84, "T1", "target", "LIVER", False, np.nan, "not_evaluated"),
         ("P", 84, "T2", "target", "NODE", True, 8.0, ""),
-        ("P", 126, "T2", "target", "NODE", True, np.nan, "absent"),  # 0 mm, as in pkpd.recist
+        ("P", 126, "T2", "target", "NODE", True, np.nan, "absent"),  # 0 mm, as in RECIST
         ("P", 126, "NEW1", "new", "LIVER", False, np.nan, "unequivocal"),
         ("P", 168, "T1", "target", "LIVER", False, 3.0, "too_small"),  # number wins
         ("P", 168, "T2", "target", "NODE", True, np.nan, "too_small"),
@@ -539,7 +539,7 @@ def test_sdtm_equals_the_lesion_level_csv(tmp_path, sdtm_pair):
 def test_sdtm_and_csv_give_the_same_recist_responses(tmp_path, sdtm_pair):
     """With the RECIST engine: same SLD and responses from SDTM and from the lesion CSV, and the
     RS overall responses of the sample are reproduced."""
-    from pkpd import recist
+    from pkpd.clinical import recist
 
     (lesions, responses, _, _), _ = sdtm_pair
     path = tmp_path / "lesions.csv"

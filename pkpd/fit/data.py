@@ -311,7 +311,7 @@ def progression_cut(subj, t, y, rel: float = 0.2, abs_mm: float = 5.0) -> np.nda
 
 
 def _read_nonmem(spec) -> FitData:
-    from ..events import read_nonmem
+    from ..dosing.events import read_nonmem
     d = spec.data
     table = read_nonmem(d.path, time_unit=d.time_unit)
     df = table.df
@@ -349,10 +349,10 @@ def _read_nonmem(spec) -> FitData:
 
 def _nonmem_rows(table) -> pd.DataFrame:
     """The row account of a NONMEM-format fit file: every physical line after the header (see
-    :func:`pkpd.events.row_account`), with ``used`` meaning "enters the fit": observations
+    :func:`pkpd.dosing.events.row_account`), with ``used`` meaning "enters the fit": observations
     (reason ``used``), doses and resets; EVID 2 records, records without a value (MDV=1) and
     lines that are not records (blank, comments, ``C`` records, repeated headers) are not."""
-    from ..events import row_account
+    from ..dosing.events import row_account
     acc = row_account(table).rename(columns={"ID": "subject"})
     rec = np.flatnonzero(acc["used"].to_numpy(bool))     # the records, in file order
     df = table.df

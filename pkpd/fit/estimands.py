@@ -4,25 +4,27 @@ Input contract (what the fitter writes):
 
 * an :class:`arviz.InferenceData` whose ``posterior`` holds ``indiv`` with dims
   ``(chain, draw, subject, param)``: every structural parameter of
-  :mod:`pkpd.combination` on the natural scale, ``param`` coords =
-  :data:`pkpd.combination.PARAMETERS` names (extra names are ignored), ``subject`` coords = the
+  :mod:`pkpd.tumour.combination` on the natural scale, ``param`` coords =
+  :data:`pkpd.tumour.combination.PARAMETERS` names (extra names are ignored), ``subject`` coords =
+  the
   subject IDs (compared as strings);
 * population scalars with dims ``(chain, draw)`` such as ``PSI`` (the synergy);
 * drivers ``{"anlotinib", "durvalumab", "chemo"} -> (n_subject, n_steps)`` on a grid of step
   ``step_day``, rows in the posterior's subject order, as returned by
-  :func:`pkpd.simulate.patient_drivers`.
+  :func:`pkpd.tumour.simulate.patient_drivers`.
 
 Functions:
 
 * :func:`synergy`: posterior summary of a population scalar and ``P(> 0)``, ``P(< 0)``;
 * :func:`patient_estimands`: per-subject posterior quantiles of the derived quantities of
-  :func:`pkpd.combination.derived` (resistance onset, time to nadir, depth, nadir, progression);
+  :func:`pkpd.tumour.combination.derived` (resistance onset, time to nadir, depth, nadir,
+  progression);
 * :func:`population_onset`: the distribution of the per-patient posterior-median onsets;
 * :func:`coverage`: the fraction of patients whose true onset lies in their posterior interval.
 
 Units and conventions: times in days since the first dose, sizes in mm, ``depth_pct`` in
 percent, ``100 (nadir / BASE - 1)`` (negative = shrinkage; -61 means a 61% decrease), exactly as
-:func:`pkpd.combination.derived` returns it. Quantiles are numpy's default (linear
+:func:`pkpd.tumour.combination.derived` returns it. Quantiles are numpy's default (linear
 interpolation between order statistics, Hyndman-Fan type 7).
 
 Censoring at the horizon. ``resistance_onset_day`` is NaN when the tumour is still shrinking at
@@ -43,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .. import combination as cm
 from ..errors import DataError, ModelError
+from ..tumour import combination as cm
 
 __all__ = ["synergy", "patient_estimands", "derived_draws", "default_batch",
            "population_onset", "coverage",
@@ -213,7 +215,7 @@ def _drivers(drivers: Mapping, n_subject: int, subjects) -> dict:
     missing = [k for k in cm.DRIVERS if k not in drivers]
     if missing:
         raise ModelError(f"drivers lack {missing}. Fix: pass {list(cm.DRIVERS)} "
-                         "(pkpd.simulate.patient_drivers)")
+                         "(pkpd.tumour.simulate.patient_drivers)")
     out = {}
     for k in cm.DRIVERS:
         a = np.asarray(drivers[k], float)
@@ -247,7 +249,7 @@ def default_batch(n_subject: int, n_steps: int) -> int:
 
 def derived_draws(idata, drivers: Mapping, step_day: float = 1.0, max_draws: int | None = 400,
                   seed: int = 0, batch: int | None = None, var: str = "indiv"):
-    """:func:`pkpd.combination.derived` for every selected (draw, subject).
+    """:func:`pkpd.tumour.combination.derived` for every selected (draw, subject).
 
     Parameters are as in :func:`patient_estimands`.
 

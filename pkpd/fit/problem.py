@@ -156,7 +156,7 @@ def build_problem(spec: Spec, data: FitData) -> Problem:
 
 
 def _tgi_predict(spec, data):
-    from .. import tgi
+    from ..tumour import tgi
     model = tgi.get_model(spec.model_ref)
     names = list(model.parameters)
     t = jnp.asarray(padded(data, data.obs_time))
@@ -186,7 +186,7 @@ def _superposition_predict(spec, data, model, names):
     """1-compartment IV by superposition of closed-form bolus/infusion responses, evaluated at
     every observation in the padded layout. An observation at a dose time sees the dose when
     the dose record comes first (record order after ADDL expansion, as NONMEM)."""
-    from ..events import expand_addl
+    from ..dosing.events import expand_addl
     table = data.events.with_units(time_unit=model.time_unit, amt_unit="mg")
     df = expand_addl(table).df
     ii, jj = padded_layout(data)
@@ -240,13 +240,13 @@ def _superposition_predict(spec, data, model, names):
 
 
 def _pk_predict(spec, data, params):
-    from ..engine import _solve_pop
-    from ..predict import _sized, prepare
+    from ..pk.engine import _solve_pop
+    from ..pk.predict import _sized, prepare
     table = data.events
     if spec.model_kind == "pk_card":
         model = spec.card.model()
     else:
-        from ..pk import make_model
+        from ..pk.models import make_model
         m = spec.raw["model"]
         model = make_model(spec.model_ref, str(m.get("absorption", "iv")),
                            time_unit=str(m.get("time_unit", "h")))
@@ -276,8 +276,8 @@ def _pk_predict(spec, data, params):
 
 
 def _tumour_predict(spec, data):
-    from .. import combination as cm
-    from ..simulate import patient_drivers
+    from ..tumour import combination as cm
+    from ..tumour.simulate import patient_drivers
     step = float(spec.card.structure.get("grid_step_day", 1.0))
     t_max = float(np.max(data.obs_time))
     days = step * (np.ceil(max(t_max, step) / step) + 1)
@@ -340,7 +340,7 @@ SIGNAL_PARAMETERS = ("KV", "KE0C", "IC50A", "HILLA", "IMAXA", "EC50D")
 def _fixed_signals(fixed: dict, drivers: dict, step: float) -> dict:
     """Per-interval signals S, O, E and the recurrences U, B of :func:`solve_grid`, for fixed
     signal parameters (arrays ``(n_subjects, n_steps)``)."""
-    from .. import combination as cm
+    from ..tumour import combination as cm
 
     def one(drv):
         S, O, E = cm.signals(fixed, drv)
@@ -352,8 +352,8 @@ def _fixed_signals(fixed: dict, drivers: dict, step: float) -> dict:
 
 
 def _sld_fixed_signals(p, sig, times, step: float):
-    """:func:`pkpd.combination.sld` given precomputed signals (same formulas, exact)."""
-    from .. import combination as cm
+    """:func:`pkpd.tumour.combination.sld` given precomputed signals (same formulas, exact)."""
+    from ..tumour import combination as cm
     n = sig["S"].shape[-1]
     t = jnp.arange(n) * step
     c0, c1, c2 = cm._coefs(p, sig["S"], sig["O"], sig["E"], sig["U"], sig["B"])

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .. import combination as cm
 from ..errors import SpecError
-from ..simulate import patient_drivers
+from ..tumour import combination as cm
+from ..tumour.simulate import patient_drivers
 from .data import FitData, progression_cut
 
 __all__ = ["simulate_data", "scan_days"]

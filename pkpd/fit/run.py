@@ -689,7 +689,7 @@ def _card_hashes(spec):
         return {}
     out = {spec.card.name: spec.card.sha256}
     for d in spec.card.raw.get("drivers", {}).values():
-        from ..cards import load_card
+        from ..cards.card import load_card
         c = load_card(d["card"])
         out[c.name] = c.sha256
     return out

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import tgi
-from ..cards import Card, load_card
+from ..cards.card import Card, load_card
 from ..errors import SpecError
+from ..tumour import tgi
 from .expr import Expr, PriorSpec, parse_expr, parse_prior
 
 __all__ = ["Spec", "Theta", "OmegaBlock", "Residual", "Sampler", "DataSpec", "load_spec",
@@ -212,7 +212,7 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
         params = tuple(tm.parameters)
         time_unit = str(model.get("time_unit", "day"))
     elif "pk" in model:
-        from ..pk import make_model
+        from ..pk.models import make_model
         kind, ref = "pk_model", str(model["pk"])
         try:
             m = make_model(ref, str(model.get("absorption", "iv")),

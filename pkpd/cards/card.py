@@ -32,19 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
-from .io import read_text_file
-from .pk import (
+from ..errors import ModelError
+from ..io import read_text_file
+from ..params import (
     PARAM_NAME_RE,
     Domain,
-    PKModel,
     check_domains,
     check_names,
     default_domain,
-    make_model,
     parse_domain,
 )
-from .units import conc_factor, normalize_amount_unit, normalize_conc_unit, normalize_time_unit
+from ..units import normalize_amount_unit, normalize_conc_unit, normalize_time_unit
+from .registry import card_kind
 
 __all__ = ["Card", "load_card", "list_cards", "models_dir"]
 
@@ -54,7 +53,7 @@ _COV_TYPES = ("power", "linear", "exponential", "categorical")
 def models_dir() -> Path:
     """Folder of the bundled cards (``$PKPD_MODELS`` overrides)."""
     env = os.environ.get("PKPD_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
 def list_cards() -> list[str]:
@@ -114,20 +113,17 @@ class Card:
         """Prior of each parameter as written in the card (``{}`` when a parameter has none)."""
         return {k: dict(v.get("prior", {})) for k, v in self.raw["parameters"].items()}
 
-    def model(self) -> PKModel:
+    def model(self):
+        """The model object this card describes (a :class:`~pkpd.pk.PKModel` for a PK card)."""
         if self.kind == "tumor":
             raise ModelError(
                 f"card {self.name} is a tumour-dynamics card, not a PK model. Fix: use "
-                "pkpd.simulate.simulate(card, ...) or `pkpd simulate --model " + self.name + "`")
-        s = self.structure
-        if normalize_amount_unit(s.get("amount_unit", "mg")) != "mg":
-            raise ModelError(f"card {self.name}: amount_unit must be mg (volumes in L)")
-        return make_model(
-            s["model"], s.get("absorption", "iv"),
-            michaelis_menten=bool(s.get("michaelis_menten", False)),
-            time_varying=bool(s.get("time_varying", False)),
-            conc_scale=conc_factor("mg/L", self.conc_unit), time_unit=self.time_unit,
-        )
+                "pkpd.tumour.simulate.simulate(card, ...) or `pkpd simulate --model "
+                + self.name + "`")
+        build = card_kind(self.kind, f"card {self.name}").model
+        if build is None:
+            raise ModelError(f"card {self.name}: a {self.kind!r} card describes no model object")
+        return build(self)
 
     # ---- parameters -----------------------------------------------------------------------
     @property
@@ -277,23 +273,14 @@ def _validate(raw: dict, where: str) -> None:
         if not isinstance(raw.get(sec), dict):
             raise ModelError(f"{where}: missing [{sec}] table. Fix: see models/anlotinib.toml")
     s = raw["structure"]
-    kind = str(raw["card"].get("kind", "pk")).lower()
-    if kind not in ("pk", "tumor"):
-        raise ModelError(f"{where}: [card] kind {kind!r}. Fix: use 'pk' or 'tumor'")
-    needed = ("model", "time_unit", "conc_unit") if kind == "pk" else ("model", "time_unit",
-                                                                        "size_unit")
-    for key in needed:
+    kind = card_kind(str(raw["card"].get("kind", "pk")), where)
+    for key in kind.structure:
         if key not in s:
-            raise ModelError(f"{where}: [structure] needs '{key}'. Fix: see "
-                             f"models/{'anlotinib' if kind == 'pk' else 'sclc_triplet_tgi'}.toml")
+            raise ModelError(f"{where}: [structure] needs '{key}'. Fix: see {kind.example}")
     normalize_time_unit(s["time_unit"])
     domains = _validate_parameters(raw["parameters"], where)
-    if kind == "pk":
-        normalize_conc_unit(s["conc_unit"])
-    else:
-        from .combination import check_card
-
-        check_card(raw, where)
+    if kind.check is not None:
+        kind.check(raw, where)
     _validate_iiv(raw, domains, where)
     for c in raw.get("covariates", []):
         _validate_covariate(c, raw["parameters"], where)

@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import expm
 
-from .errors import DataError, ModelError
-from .pk import PKModel
+from ..errors import DataError, ModelError
+from .models import PKModel
 
 __all__ = [
     "SubjectRecords", "Compiled", "SolverConfig", "compile_records", "stack", "solve",
@@ -122,7 +122,7 @@ class SolverConfig:
     ss_pending: int = 3
     """Implied past doses handled one by one at an SS record (the rest is a geometric series).
     SS is exact whenever ALAG + infusion duration <= (ss_pending + 1) * II; beyond that the
-    state is NaN and counted as a failure. :func:`pkpd.predict.predict` sizes it from the
+    state is NaN and counted as a failure. :func:`pkpd.pk.predict.predict` sizes it from the
     parameters (:func:`ss_pending_needed`)."""
     ss_intervals: int = 60
     """Nonlinear models: SS=1 is reached by this many dosing intervals from zero (NONMEM
@@ -665,7 +665,7 @@ def _solve_pop(model, params, compiled, config, with_auc):
 
 def solve_population(model: PKModel, params: Mapping, compiled: Compiled, *,
                      config: SolverConfig | None = None, with_auc: bool = False):
-    """``vmap`` of :func:`pkpd.engine.solve` over subjects; ``params`` values are (n_subj,)."""
+    """``vmap`` of :func:`pkpd.pk.engine.solve` over subjects; ``params`` values are (n_subj,)."""
     n = compiled.d_time.shape[0]
     p = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)) for k, v in params.items()}
     return _solve_pop(model, p, compiled, config or SolverConfig(), with_auc)

@@ -1,6 +1,6 @@
 """Tumour-size simulation of one patient or a virtual population from a tumour card and a protocol.
 
->>> from pkpd.simulate import simulate
+>>> from pkpd.tumour.simulate import simulate
 >>> sim = simulate("sclc_triplet_tgi", ["durvalumab: 1500 mg IV 60 min Q3W x4 then 1500 mg IV "
 ...                "60 min Q4W", "etoposide: 100 mg/m2 IV 60 min D1-3 Q21D x4",
 ...                "carboplatin: AUC 5 IV 60 min D1 Q21D x4"], days=365, n=1000, seed=1)
@@ -9,8 +9,8 @@
 Every drug of the protocol must be a driver of the card (``[drivers.DRUG]``); drugs of the card
 that the protocol does not give have zero exposure. Each driver's PK card supplies the
 individual PK parameters (IIV drawn from that card), the tumour card the tumour parameters. PK
-runs exactly on the driver grid (:mod:`pkpd.drivers`) and the tumour model in closed form
-(:mod:`pkpd.combination`); patients are processed in chunks (jit + vmap) with a progress bar.
+runs exactly on the driver grid (:mod:`pkpd.tumour.drivers`) and the tumour model in closed form
+(:mod:`pkpd.tumour.combination`); patients are processed in chunks (jit + vmap) with a progress bar.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..cards.card import Card, load_card
+from ..dosing.regimen import Protocol, Regimen, parse_regimen
+from ..errors import ModelError, RegimenError
+from ..io import atomic_write_bytes, atomic_write_csv
 from . import combination as cm
-from .cards import Card, load_card
 from .drivers import DoseInputs, dose_inputs, grid_means
-from .errors import ModelError, RegimenError
-from .io import atomic_write_bytes, atomic_write_csv
-from .regimen import Protocol, Regimen, parse_regimen
 
 __all__ = ["simulate", "Simulation", "as_protocol", "patient_drivers", "MAX_STEPS",
            "MAX_PATIENTS", "MAX_OUTPUT_ROWS", "MAX_CHUNK_CELLS"]
@@ -205,7 +205,7 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     Parameters
     ----------
     card : tumour card (name or :class:`Card`), e.g. ``"sclc_triplet_tgi"``.
-    protocol : a :class:`~pkpd.regimen.Protocol`, ``{drug: regimen}``, or ``"drug: regimen"``
+    protocol : a :class:`~pkpd.dosing.regimen.Protocol`, ``{drug: regimen}``, or ``"drug: regimen"``
         texts (see :func:`as_protocol`).
     n : number of virtual patients with IIV (PK and tumour) drawn from the cards; ``None`` gives
         one typical patient without IIV.

@@ -2,7 +2,7 @@
 
 Time ``t`` is in days since the first dose (study day 1), tumour size ``y`` is the sum of
 longest diameters (SLD) in mm. Exposure enters as **interval means** on a uniform grid of step
-``h`` (default 1 day; :mod:`pkpd.drivers`), so every driver is constant within an interval:
+``h`` (default 1 day; :mod:`pkpd.tumour.drivers`), so every driver is constant within an interval:
 
 * ``C_A``: anlotinib mean concentration (ng/mL);
 * ``C_D``: durvalumab mean concentration (ug/mL);
@@ -65,8 +65,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..cards.registry import register_kind
+from ..errors import ModelError
 from .drivers import phi1
-from .errors import ModelError
 
 __all__ = ["PARAMETERS", "DRIVERS", "signals", "solve_grid", "sld", "derived", "trajectory",
            "derived_from", "rhs",
@@ -151,6 +152,10 @@ def check_card(raw: dict, where: str) -> None:
         if d["signal"] == "chemo" and not float(d.get("reference_mean", 0)) > 0:
             raise ModelError(f"{where}: chemotherapy driver {drug} needs reference_mean > 0 "
                              "(mean concentration of a protocol dosing day)")
+
+
+register_kind("tumor", structure=("model", "time_unit", "size_unit"),
+              example="models/sclc_triplet_tgi.toml", check=check_card)
 
 
 def zero_drivers(n_steps: int) -> dict:

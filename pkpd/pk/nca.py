@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, format_problem
+from ..errors import DataError, format_problem
 
 __all__ = [
     "AUC_METHODS",

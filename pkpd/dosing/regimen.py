@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .errors import RegimenError, UnitError
-from .units import amount_factor, normalize_time_unit, time_factor
+from ..errors import RegimenError, UnitError
+from ..units import amount_factor, normalize_time_unit, time_factor
 
 __all__ = [
     "ROUTES",

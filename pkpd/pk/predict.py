@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .cards import Card
+from ..cards.card import Card
+from ..dosing.events import EventTable, expand_addl
+from ..errors import DataError, ModelError
 from .engine import (
     Compiled,
     SolverConfig,
@@ -23,9 +25,7 @@ from .engine import (
     ss_pending_needed,
     stack,
 )
-from .errors import DataError, ModelError
-from .events import EventTable, expand_addl
-from .pk import PKModel, check_domains, check_names, default_domain
+from .models import PKModel, check_domains, check_names, default_domain
 
 __all__ = ["Prepared", "prepare", "predict"]
 

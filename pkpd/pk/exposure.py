@@ -8,7 +8,8 @@
 * ``auc``: exact integral of the concentration over the cycle (an extra state integrates C).
 
 Work is bounded before anything is allocated: a regimen expands to at most
-:data:`~pkpd.regimen.MAX_DOSES` doses, and one :func:`cycle_exposure` evaluates the profile at
+:data:`~pkpd.dosing.regimen.MAX_DOSES` doses, and one :func:`cycle_exposure` evaluates the profile
+at
 most :data:`MAX_EXPOSURE_POINTS` times (the default grid thins from 2000 (300 for ODE models)
 points per cycle to fit, down to :data:`MIN_POINTS_PER_CYCLE`); :func:`concentration_profile`
 takes at most :data:`MAX_PROFILE_VALUES` subject-times.
@@ -23,10 +24,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .cards import Card, list_cards
+from ..cards.card import Card, list_cards
+from ..errors import RegimenError
+from ..units import time_factor
 from .engine import SolverConfig, compile_records, solve_population, stack
-from .errors import RegimenError
-from .units import time_factor
 
 __all__ = ["CycleExposure", "cycle_exposure", "concentration_profile", "dose_records",
            "check_regimen_drug", "MAX_EXPOSURE_POINTS", "MIN_POINTS_PER_CYCLE",

@@ -2,7 +2,8 @@
 
 Tables
 ------
-Lesion table (shared with the RECIST engine, :mod:`pkpd.recist`): a pandas DataFrame with one row
+Lesion table (shared with the RECIST engine, :mod:`pkpd.clinical.recist`): a pandas DataFrame with
+one row
 per lesion per assessment and the columns :data:`LESION_COLUMNS`:
 
 ==============  =======  ==========================================================================
@@ -58,7 +59,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, format_problem
+from ..errors import DataError, format_problem
 
 __all__ = [
     "LESION_COLUMNS",
@@ -919,7 +920,7 @@ def _read_delimited(path: Path, what: str, numeric: Iterable[str] | None) -> pd.
     import csv
     import io
 
-    from .io import SEPARATORS, detect_separator, read_text_file
+    from ..io import SEPARATORS, detect_separator, read_text_file
 
     text = read_text_file(path, what)
     lines = text.splitlines()
@@ -1002,7 +1003,7 @@ def _read_table(
 ) -> pd.DataFrame:
     """A user's table file: ``.csv``/``.txt``/``.tsv`` (see :func:`_read_delimited`) or
     ``.xlsx``/``.xlsm``; every file-level failure is a :class:`DataError` naming the file."""
-    from .io import check_input_file
+    from ..io import check_input_file
 
     path = check_input_file(path, what)
     ext = path.suffix.lower()
@@ -1198,7 +1199,8 @@ SUBJECT_COLUMNS = ("subject", "death_day", "last_known_alive_day", "new_therapy_
 
 
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a per-subject file for :func:`pkpd.recist.evaluate` (``pkpd recist --subjects``).
+    """Read a per-subject file for :func:`pkpd.clinical.recist.evaluate` (``pkpd recist
+    --subjects``).
 
     The file (.csv with a comma, semicolon or tab, or .xlsx) has the columns
     :data:`SUBJECT_COLUMNS` (names case-insensitive; only ``subject`` is required). Days are
@@ -1253,7 +1255,7 @@ def _lesion_value(diameter: float, state: str, is_node: bool, too_small_mm: floa
     """(value in mm or NaN if not assessed, too small to measure?) per CONVENTIONS §3.2.
 
     ``is_node`` does not change the rules: a node keeps its recorded short axis, and an absent
-    lesion without a number is 0 mm (as in :mod:`pkpd.recist`).
+    lesion without a number is 0 mm (as in :mod:`pkpd.clinical.recist`).
     """
     del is_node
     if not math.isnan(diameter):
@@ -1268,7 +1270,8 @@ def _lesion_value(diameter: float, state: str, is_node: bool, too_small_mm: floa
 def sld_series(lesions: pd.DataFrame, *, too_small_mm: float = TOO_SMALL_MM) -> pd.DataFrame:
     """Per-subject sum of diameters (SLD) of the baseline target lesions at each assessment.
 
-    Rules (CONVENTIONS §2.3 and §3.2; the same lesion values as :func:`pkpd.recist.evaluate`):
+    Rules (CONVENTIONS §2.3 and §3.2; the same lesion values as
+    :func:`pkpd.clinical.recist.evaluate`):
 
     * baseline = all records on or before day 0 (one assessment, which may span several scan
       days; each target lesion contributes its latest pre-dose value; the row's day is the last
@@ -1384,7 +1387,7 @@ def sld_series(lesions: pd.DataFrame, *, too_small_mm: float = TOO_SMALL_MM) -> 
 
 def _read_cdisc_table(path: Path, domain: str | None = None) -> pd.DataFrame:
     """Read a .csv, .xpt or .sas7bdat file: upper-case column names, text cells stripped."""
-    from .io import check_input_file
+    from ..io import check_input_file
 
     what = f"{(domain or path.stem).upper()} file"
     check_input_file(path, what)
@@ -2507,7 +2510,7 @@ _STUDY_ARM = re.compile(r"^Study_(\d+)_Arm_(\d+)$")
 
 def laleh_s1_default_path() -> Path:
     """Where the Laleh et al. 2022 S1 workbook lives in this project's shared data."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     return (
         repo.parent
         / "shared"
@@ -2533,7 +2536,7 @@ def _open_workbook(path: Path, what: str):
 
     import openpyxl
 
-    from .io import check_input_file
+    from ..io import check_input_file
 
     check_input_file(path, what)
     if not zipfile.is_zipfile(path):
@@ -2769,7 +2772,8 @@ def write_nonmem_tumour(
     record is censored) and ``SUBJECT`` (the original subject id as text; NONMEM users drop it
     in $INPUT with ``SUBJECT=DROP``). ``ID`` is 1, 2, ... in order of first appearance, TIME is
     in days since the first dose, DV is the SLD in mm. Written through
-    :func:`pkpd.events.write_nonmem` after validation by :func:`pkpd.events.read_nonmem`.
+    :func:`pkpd.dosing.events.write_nonmem` after validation by
+    :func:`pkpd.dosing.events.read_nonmem`.
 
     Observation rules (CONVENTIONS §1.7):
 
@@ -2810,7 +2814,7 @@ def write_nonmem_tumour(
     -------
     pathlib.Path
     """
-    from .events import read_nonmem, write_nonmem
+    from ..dosing.events import read_nonmem, write_nonmem
 
     if blq_method not in ("m3", "m4"):
         raise ValueError(f"blq_method must be 'm3' or 'm4', got {blq_method!r}")
@@ -2958,7 +2962,7 @@ def read_nonmem_tumour(path: str | os.PathLike) -> NonmemTumourData:
     Parameters
     ----------
     path : path-like
-        Read with :func:`pkpd.events.read_nonmem` (time unit: days).
+        Read with :func:`pkpd.dosing.events.read_nonmem` (time unit: days).
 
     Returns
     -------
@@ -2971,7 +2975,7 @@ def read_nonmem_tumour(path: str | os.PathLike) -> NonmemTumourData:
         * ``dosing``: EVID 1/4 records: ``subject, day, amt, cmt, rate, ii, addl, row``;
         * ``report``: other records (EVID 2/3) are dropped with a reason.
     """
-    from .events import read_nonmem
+    from ..dosing.events import read_nonmem
 
     path = Path(path)
     with warnings.catch_warnings():

@@ -28,9 +28,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, UnitError
-from .io import SEPARATORS, detect_separator, read_text_file
-from .units import (
+from ..errors import DataError, UnitError
+from ..io import SEPARATORS, detect_separator, read_text_file
+from ..units import (
     amount_factor,
     conc_factor,
     normalize_amount_unit,
@@ -146,8 +146,8 @@ class EventTable:
         if missing:
             raise DataError(
                 f"EventTable is missing the column(s) {', '.join(missing)}",
-                fix="build event tables with pkpd.events.read_nonmem(path_or_dataframe), which "
-                "adds defaults and validates the records",
+                fix="build event tables with pkpd.dosing.events.read_nonmem(path_or_dataframe), "
+                "which adds defaults and validates the records",
             )
         object.__setattr__(self, "time_unit", normalize_time_unit(self.time_unit))
         object.__setattr__(self, "amt_unit", normalize_amount_unit(self.amt_unit))

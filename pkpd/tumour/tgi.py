@@ -37,7 +37,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ModelError, format_problem
+from ..errors import ModelError, format_problem
 
 __all__ = [
     "Doses",

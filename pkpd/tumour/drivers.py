@@ -18,12 +18,13 @@ larger time-invariant systems use one block matrix exponential per patient and p
 
 Time-varying clearance (:class:`~pkpd.pk.NonlinearCompartment` with ``time_varying=True`` and no
 Michaelis-Menten term) is handled by freezing CL at each interval's midpoint, a second-order
-approximation tested against the ODE path of :mod:`pkpd.engine`: for the durvalumab card the
+approximation tested against the ODE path of :mod:`pkpd.pk.engine`: for the durvalumab card the
 interval means of the typical patient differ by at most 5.3e-5 (relative) on a 1-day grid,
 1.2e-5 on a 0.5-day grid and 2.3e-6 on a 0.25-day grid; across the card's IIV (faster CL change)
 the 1-day grid reached 9.5e-5 in ``bench/simulate.py``. Michaelis-Menten models are refused.
 
-Doses come from :meth:`pkpd.regimen.Regimen.doses`; every output is in the card's concentration
+Doses come from :meth:`pkpd.dosing.regimen.Regimen.doses`; every output is in the card's
+concentration
 unit and times are in days since time 0 (study day 1).
 """
 
@@ -37,10 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cards import Card
-from .errors import ModelError, RegimenError
-from .pk import NonlinearCompartment, PKModel
-from .units import time_factor
+from ..cards.card import Card
+from ..errors import ModelError, RegimenError
+from ..pk.models import NonlinearCompartment, PKModel
+from ..units import time_factor
 
 __all__ = ["DoseInputs", "GridExposure", "dose_inputs", "grid_means", "grid_concentrations",
            "matfuncs", "phi1", "phi2", "population_fn"]
@@ -165,7 +166,8 @@ class DoseInputs:
 
 
 def dose_inputs(card: Card, doses, n_steps: int, step_day: float = 1.0) -> DoseInputs:
-    """Lay a regimen's resolved :class:`~pkpd.regimen.Doses` on a grid of ``n_steps`` intervals."""
+    """Lay a regimen's resolved :class:`~pkpd.dosing.regimen.Doses` on a grid of ``n_steps``
+    intervals."""
     if step_day <= 0 or not np.isfinite(step_day):
         raise ModelError(f"grid step {step_day!r} day must be > 0. Fix: e.g. step_day=1.0")
     cmt_of = card.dose_cmt
@@ -228,12 +230,12 @@ def _check_model(model: PKModel) -> None:
         if model.n_cmt > 2:
             raise ModelError(
                 f"{model!r}: time-varying clearance on the grid supports at most 2 states. "
-                "Fix: use pkpd.engine.solve for this model")
+                "Fix: use pkpd.pk.engine.solve for this model")
         return
     raise ModelError(
         f"{model!r}: Michaelis-Menten elimination has no exact grid solution. Fix: use a linear "
         "or time-varying-CL card (e.g. durvalumab, not durvalumab_baverel2018), or "
-        "pkpd.engine.solve")
+        "pkpd.pk.engine.solve")
 
 
 def grid_means(model: PKModel, params: Mapping, inputs: DoseInputs, amount=None, active=None):
