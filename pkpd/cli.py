@@ -142,14 +142,14 @@ def _cmd_recist(a) -> int:
 
     import pandas as pd
 
-    from .clinical.recist import RecistConfig, evaluate
-    from .clinical.tumourdata import (
+    from .clinical import (
         PROBLEM_COLUMNS,
         DataProblems,
         read_lesions,
         read_sdtm,
         read_subjects,
     )
+    from .clinical.recist import RecistConfig, evaluate
     from .io import atomic_write_csv
 
     src = Path(a.lesions)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from pkpd.cli import main
-from pkpd.clinical.tumourdata import (
+from pkpd.clinical import (
     PROBLEM_COLUMNS,
     DataProblems,
     read_adam,

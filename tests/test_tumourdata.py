@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pkpd.clinical.tumourdata import (
+from pkpd.clinical import (
     LALEH_COLUMNS,
     LESION_COLUMNS,
     SLD_COLUMNS,

@@ -1,12 +1,44 @@
-"""Clinical tumour data: the canonical lesion table, its readers and writers, and RECIST.
+"""Clinical tumour data: the canonical lesion table, one module per reader/writer, and RECIST.
+
+* :mod:`pkpd.clinical.lesions`: the canonical lesion table (:data:`LESION_COLUMNS`),
+  :func:`validate_lesions`, the lesion CSV/XLSX reader :func:`read_lesions`,
+  :func:`read_subjects` and the SLD series :func:`sld_series`;
+* :mod:`pkpd.clinical.sdtm`: :func:`read_sdtm` (TU/TR/RS/DM/EX domains);
+* :mod:`pkpd.clinical.adam`: :func:`read_adam` (ADTR/ADRS/ADTTE/ADSL);
+* :mod:`pkpd.clinical.laleh`: :func:`read_laleh_s1` (the Laleh et al. 2022 S1 workbook);
+* :mod:`pkpd.clinical.nonmem_tumour`: :func:`write_nonmem_tumour`, :func:`read_nonmem_tumour`;
+* :mod:`pkpd.clinical.recist`: the RECIST 1.1 / iRECIST engine (:func:`evaluate`).
+
+Every reader returns a named tuple whose last field is a :class:`DataReport` accounting for every
+input row; malformed input raises :class:`~pkpd.errors.DataError` (or :class:`DataProblems`, all
+problems at once) naming the row, subject, column, value and a fix. Shared reading helpers live in
+``_common`` (values, dates, files) and ``_cdisc`` (CDISC domains).
 
 Imports only lower layers (ground, dosing).
 """
 
-from . import recist, tumourdata
-from .recist import BOR_VALUES, IBOR_VALUES, OVERALL_RESPONSES, RecistConfig, RecistResult, evaluate
-from .tumourdata import *  # noqa: F403
-from .tumourdata import __all__ as _data_all
+from . import adam, laleh, lesions, nonmem_tumour, recist, sdtm
+from ._common import PROBLEM_COLUMNS, DataProblems, DataReport
+from .adam import AdamData, read_adam
+from .laleh import LALEH_COLUMNS, LALEH_RULES, LalehData, laleh_s1_default_path, read_laleh_s1
+from .lesions import *  # noqa: F403
+from .lesions import __all__ as _lesions_all
+from .nonmem_tumour import NonmemTumourData, read_nonmem_tumour, write_nonmem_tumour
+from .recist import (
+    BOR_VALUES,
+    IBOR_VALUES,
+    OVERALL_RESPONSES,
+    RecistConfig,
+    RecistResult,
+    evaluate,
+)
+from .sdtm import SdtmData, read_sdtm
 
-__all__ = ["recist", "tumourdata", *_data_all, "RecistConfig", "RecistResult", "evaluate",
-           "OVERALL_RESPONSES", "BOR_VALUES", "IBOR_VALUES"]
+__all__ = [
+    "adam", "laleh", "lesions", "nonmem_tumour", "recist", "sdtm",
+    *_lesions_all, "DataReport", "DataProblems", "PROBLEM_COLUMNS",
+    "SdtmData", "read_sdtm", "AdamData", "read_adam",
+    "LALEH_COLUMNS", "LALEH_RULES", "LalehData", "read_laleh_s1", "laleh_s1_default_path",
+    "NonmemTumourData", "write_nonmem_tumour", "read_nonmem_tumour",
+    "RecistConfig", "RecistResult", "evaluate", "OVERALL_RESPONSES", "BOR_VALUES", "IBOR_VALUES",
+]

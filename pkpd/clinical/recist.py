@@ -134,7 +134,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .tumourdata import LESION_STATES, LESION_TYPES, REQUIRED_LESION_COLUMNS
+from .lesions import LESION_STATES, LESION_TYPES, REQUIRED_LESION_COLUMNS
 
 __all__ = [
     "RecistConfig",
@@ -149,7 +149,7 @@ __all__ = [
 ]
 
 #: Columns a lesion table must have, lesion types and states: the canonical lesion table of
-#: :mod:`pkpd.clinical.tumourdata` (one definition, shared by the readers and the engine).
+#: :mod:`pkpd.clinical.lesions` (one definition, shared by the readers and the engine).
 REQUIRED_COLUMNS = REQUIRED_LESION_COLUMNS
 #: Time-point (overall) responses.
 OVERALL_RESPONSES = ("CR", "PR", "SD", "NON-CR/NON-PD", "PD", "NE")
@@ -426,7 +426,7 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
         raise DataError(
             "lesions must be a pandas DataFrame",
             value=type(lesions).__name__,
-            fix="read the lesion table with pandas (or pkpd.clinical.tumourdata) first",
+            fix="read the lesion table with pandas (or pkpd.clinical readers) first",
         )
     missing = [c for c in REQUIRED_COLUMNS if c not in lesions.columns]
     if missing:
