@@ -116,6 +116,157 @@ def _open_workbook(path: Path, what: str):
         ) from None
 
 
+def _check_laleh_header(header, title: str) -> None:
+    """Refuse a sheet whose first four header cells are not the S1 header."""
+    names = tuple(_text(h).lower() for h in (header or ())[:4])
+    if names != _LALEH_HEADER:
+        raise DataError(
+            f"sheet {title} does not have the S1 header",
+            column="header",
+            value=", ".join(_text(h) for h in (header or ())),
+            fix="give the original S1 workbook (Patient_Anonmyized, Treatment_Day, "
+            "TargetLesionLongDiam_mm, Study_Arm)",
+        )
+
+
+def _laleh_value(val_v, n: int, subject: str, too_small_mm: float):
+    """Normalise a non-empty diameter cell: ``(sld_mm, flag, rule, reason)``."""
+    flag, rule, reason = "", "", ""
+    key_text = _norm_key(val_v)
+    if key_text == "not evaluable":
+        sld, flag, rule = math.nan, "NOT_EVALUABLE", "not_evaluable"
+        reason = "NOT EVALUABLE -> sld_mm NaN (NE)"
+    elif key_text == "too small to measure":
+        sld, flag, rule = float(too_small_mm), "TOO_SMALL_TO_MEASURE", "too_small"
+        reason = f"TOO SMALL TO MEASURE -> {_show(float(too_small_mm))} mm"
+    else:
+        x = _number(val_v)
+        if x is None or math.isnan(x) or x < 0:
+            raise DataError(
+                "TargetLesionLongDiam_mm is not a diameter",
+                row=n,
+                subject=subject,
+                column="TargetLesionLongDiam_mm",
+                value=_show(val_v),
+                fix="expected a number >= 0, NOT EVALUABLE or TOO SMALL TO MEASURE",
+            )
+        sld = x
+        if x == 0:
+            rule, reason = "zero", "0 mm kept as 0"
+    return sld, flag, rule, reason
+
+
+def _read_laleh_sheet(
+    ws, src: str, report: DataReport, out: list, too_small_mm: float, drop_duplicates: bool
+) -> int:
+    """Read one study sheet: append its kept rows to ``out``, report the dropped ones, and
+    return the number of data rows (used rows are reported by :func:`_laleh_frame`)."""
+    it = ws.iter_rows(values_only=True)
+    header = next(it, None)
+    report.declare(src)
+    _check_laleh_header(header, ws.title)
+    seen: dict[tuple[str, float, str], int] = {}
+    n = 0
+    for n, cells in enumerate(it, start=1):
+        cells = tuple(cells) + (None,) * (4 - len(cells))
+        pid_v, day_v, val_v, arm_v = cells[:4]
+        if all(_is_missing(c) for c in cells[:4]):
+            report.add(src, n, "", "dropped", rule="blank", reason="blank row")
+            continue
+        study_arm = _text(arm_v)
+        m = _STUDY_ARM.match(study_arm)
+        if m is None:
+            raise DataError(
+                "Study_Arm is not of the form Study_<k>_Arm_<j>",
+                row=n,
+                column="Study_Arm",
+                value=study_arm,
+                fix=f"check sheet {ws.title}",
+            )
+        pid = _patient_id(pid_v)
+        subject = f"{study_arm}:{pid}"
+        if not pid:
+            report.add(src, n, subject, "dropped", rule="missing_id",
+                       reason="empty Patient_Anonmyized")
+            continue
+        day = _number(day_v)
+        if day is None:
+            raise DataError(
+                "non-numeric Treatment_Day",
+                row=n,
+                subject=subject,
+                column="Treatment_Day",
+                value=_show(day_v),
+                fix=f"check sheet {ws.title}",
+            )
+        if math.isnan(day):
+            report.add(src, n, subject, "dropped", rule="missing_day",
+                       reason=f"empty Treatment_Day (value {_show(val_v)!r})")
+            continue
+        if _is_missing(val_v):
+            report.add(src, n, subject, "dropped", rule="missing_value",
+                       reason="empty TargetLesionLongDiam_mm")
+            continue
+        sld, flag, rule, reason = _laleh_value(val_v, n, subject, too_small_mm)
+        dkey = (subject, day, flag or repr(sld))
+        if drop_duplicates and dkey in seen:
+            report.add(
+                src,
+                n,
+                subject,
+                "dropped",
+                rule="duplicate",
+                reason=f"same patient, day and value as row {seen[dkey]} of {ws.title}",
+            )
+            continue
+        seen.setdefault(dkey, n)
+        out.append(
+            dict(
+                study=int(m[1]),
+                arm=int(m[2]),
+                study_arm=study_arm,
+                subject=subject,
+                patient_id=pid,
+                day=day,
+                sld_mm=sld,
+                flag=flag,
+                row=n,
+                sheet=ws.title,
+                _rule=rule,
+                _reason=reason,
+                _src=src,
+            )
+        )
+    return n
+
+
+def _laleh_frame(out: list[dict], report: DataReport) -> pd.DataFrame:
+    """Assemble the kept rows: flag DUPLICATE_DAY, report the used rows, sort by subject (order
+    of first appearance) and day."""
+    sld = pd.DataFrame(out)
+    if len(sld):
+        # same patient and day, different value: keep both, flag them
+        dd = sld.duplicated(["subject", "day"], keep=False).to_numpy()
+        if dd.any():
+            sld.loc[dd & (sld["flag"] == ""), "flag"] = "DUPLICATE_DAY"
+            sld.loc[dd, "_rule"] = np.where(
+                sld.loc[dd, "_rule"] == "", "duplicate_day", sld.loc[dd, "_rule"]
+            )
+            sld.loc[dd & (sld["_reason"] == ""), "_reason"] = (
+                "another value on the same day; both kept, flag DUPLICATE_DAY"
+            )
+        for src, g in sld.groupby("_src", sort=False):
+            report.add(src, g["row"].to_numpy(), g["subject"].to_numpy(), "used",
+                       rule=g["_rule"].to_numpy(), reason=g["_reason"].to_numpy())
+        order = {s: k for k, s in enumerate(pd.unique(sld["subject"]))}
+        sld["_o"] = sld["subject"].map(order)
+        sld = sld.sort_values(["_o", "day", "sheet", "row"], kind="stable")
+        sld = sld.drop(columns=["_o", "_rule", "_reason", "_src"]).reset_index(drop=True)
+    else:
+        sld = pd.DataFrame(columns=list(LALEH_COLUMNS))
+    return sld
+
+
 def read_laleh_s1(
     path: str | os.PathLike | None = None,
     *,
@@ -167,140 +318,15 @@ def read_laleh_s1(
         )
     report = DataReport(f"Laleh et al. 2022 S1 ({path.name})", LALEH_RULES)
     wb = _open_workbook(path, "Laleh S1 workbook")
-    out = []
+    out: list[dict] = []
     counts: dict[str, int] = {}  # data rows per sheet; used rows are reported below
     try:
         for ws in wb.worksheets:
-            it = ws.iter_rows(values_only=True)
-            header = next(it, None)
             src = f"{path.name}:{ws.title}"
-            report.declare(src)
-            names = tuple(_text(h).lower() for h in (header or ())[:4])
-            if names != _LALEH_HEADER:
-                raise DataError(
-                    f"sheet {ws.title} does not have the S1 header",
-                    column="header",
-                    value=", ".join(_text(h) for h in (header or ())),
-                    fix="give the original S1 workbook (Patient_Anonmyized, Treatment_Day, "
-                    "TargetLesionLongDiam_mm, Study_Arm)",
-                )
-            seen: dict[tuple[str, float, str], int] = {}
-            n = 0
-            for n, cells in enumerate(it, start=1):
-                cells = tuple(cells) + (None,) * (4 - len(cells))
-                pid_v, day_v, val_v, arm_v = cells[:4]
-                if all(_is_missing(c) for c in cells[:4]):
-                    report.add(src, n, "", "dropped", rule="blank", reason="blank row")
-                    continue
-                study_arm = _text(arm_v)
-                m = _STUDY_ARM.match(study_arm)
-                if m is None:
-                    raise DataError(
-                        "Study_Arm is not of the form Study_<k>_Arm_<j>",
-                        row=n,
-                        column="Study_Arm",
-                        value=study_arm,
-                        fix=f"check sheet {ws.title}",
-                    )
-                pid = _patient_id(pid_v)
-                subject = f"{study_arm}:{pid}"
-                if not pid:
-                    report.add(src, n, subject, "dropped", rule="missing_id",
-                               reason="empty Patient_Anonmyized")
-                    continue
-                day = _number(day_v)
-                if day is None:
-                    raise DataError(
-                        "non-numeric Treatment_Day",
-                        row=n,
-                        subject=subject,
-                        column="Treatment_Day",
-                        value=_show(day_v),
-                        fix=f"check sheet {ws.title}",
-                    )
-                if math.isnan(day):
-                    report.add(src, n, subject, "dropped", rule="missing_day",
-                               reason=f"empty Treatment_Day (value {_show(val_v)!r})")
-                    continue
-                flag, rule, reason = "", "", ""
-                if _is_missing(val_v):
-                    report.add(src, n, subject, "dropped", rule="missing_value",
-                               reason="empty TargetLesionLongDiam_mm")
-                    continue
-                key_text = _norm_key(val_v)
-                if key_text == "not evaluable":
-                    sld, flag, rule = math.nan, "NOT_EVALUABLE", "not_evaluable"
-                    reason = "NOT EVALUABLE -> sld_mm NaN (NE)"
-                elif key_text == "too small to measure":
-                    sld, flag, rule = float(too_small_mm), "TOO_SMALL_TO_MEASURE", "too_small"
-                    reason = f"TOO SMALL TO MEASURE -> {_show(float(too_small_mm))} mm"
-                else:
-                    x = _number(val_v)
-                    if x is None or math.isnan(x) or x < 0:
-                        raise DataError(
-                            "TargetLesionLongDiam_mm is not a diameter",
-                            row=n,
-                            subject=subject,
-                            column="TargetLesionLongDiam_mm",
-                            value=_show(val_v),
-                            fix="expected a number >= 0, NOT EVALUABLE or TOO SMALL TO MEASURE",
-                        )
-                    sld = x
-                    if x == 0:
-                        rule, reason = "zero", "0 mm kept as 0"
-                dkey = (subject, day, flag or repr(sld))
-                if drop_duplicates and dkey in seen:
-                    report.add(
-                        src,
-                        n,
-                        subject,
-                        "dropped",
-                        rule="duplicate",
-                        reason=f"same patient, day and value as row {seen[dkey]} of {ws.title}",
-                    )
-                    continue
-                seen.setdefault(dkey, n)
-                out.append(
-                    dict(
-                        study=int(m[1]),
-                        arm=int(m[2]),
-                        study_arm=study_arm,
-                        subject=subject,
-                        patient_id=pid,
-                        day=day,
-                        sld_mm=sld,
-                        flag=flag,
-                        row=n,
-                        sheet=ws.title,
-                        _rule=rule,
-                        _reason=reason,
-                        _src=src,
-                    )
-                )
-            counts[src] = n
+            counts[src] = _read_laleh_sheet(ws, src, report, out, too_small_mm, drop_duplicates)
     finally:
         wb.close()
-    sld = pd.DataFrame(out)
-    if len(sld):
-        # same patient and day, different value: keep both, flag them
-        dd = sld.duplicated(["subject", "day"], keep=False).to_numpy()
-        if dd.any():
-            sld.loc[dd & (sld["flag"] == ""), "flag"] = "DUPLICATE_DAY"
-            sld.loc[dd, "_rule"] = np.where(
-                sld.loc[dd, "_rule"] == "", "duplicate_day", sld.loc[dd, "_rule"]
-            )
-            sld.loc[dd & (sld["_reason"] == ""), "_reason"] = (
-                "another value on the same day; both kept, flag DUPLICATE_DAY"
-            )
-        for src, g in sld.groupby("_src", sort=False):
-            report.add(src, g["row"].to_numpy(), g["subject"].to_numpy(), "used",
-                       rule=g["_rule"].to_numpy(), reason=g["_reason"].to_numpy())
-        order = {s: k for k, s in enumerate(pd.unique(sld["subject"]))}
-        sld["_o"] = sld["subject"].map(order)
-        sld = sld.sort_values(["_o", "day", "sheet", "row"], kind="stable")
-        sld = sld.drop(columns=["_o", "_rule", "_reason", "_src"]).reset_index(drop=True)
-    else:
-        sld = pd.DataFrame(columns=list(LALEH_COLUMNS))
+    sld = _laleh_frame(out, report)
     for src, n_rows in counts.items():
         report._check_complete(src, n_rows)
     sld = sld[list(LALEH_COLUMNS)].astype({"day": float, "sld_mm": float, "row": np.int64})
