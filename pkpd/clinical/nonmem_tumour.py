@@ -33,6 +33,163 @@ class NonmemTumourData(NamedTuple):
 # ------------------------------------------------------------------------------------------------
 
 
+def _sld_inputs(sld: pd.DataFrame, incomplete: str):
+    """Normalise and check the SLD table: ``(s, day, dv, k, complete)`` with ``k`` the number
+    of too-small lesions per record and ``dv`` the value to write."""
+    s = _lower_columns(sld, "SLD table")
+    missing = [c for c in ("subject", "day", "sld_mm") if c not in s.columns]
+    if missing:
+        raise DataError(
+            f"the SLD table is missing the column(s) {', '.join(missing)}",
+            column=missing[0],
+            fix="give subject, day and sld_mm columns",
+        )
+    s = s.assign(subject=[_text(v) for v in s["subject"]]).reset_index(drop=True)
+    day = pd.to_numeric(s["day"], errors="coerce").to_numpy(dtype=float)
+    dv = pd.to_numeric(s["sld_mm"], errors="coerce").to_numpy(dtype=float)
+    if "n_too_small" in s.columns:
+        k = pd.to_numeric(s["n_too_small"], errors="coerce").fillna(0).to_numpy(dtype=float)
+    elif "flag" in s.columns:
+        k = (s["flag"].astype(str) == "TOO_SMALL_TO_MEASURE").to_numpy(dtype=float)
+    else:
+        k = np.zeros(len(s))
+    complete = (
+        s["complete"].astype(bool).to_numpy()
+        if "complete" in s.columns
+        else np.ones(len(s), dtype=bool)
+    )
+    if "sld_partial_mm" in s.columns and incomplete == "mdv":
+        partial = pd.to_numeric(s["sld_partial_mm"], errors="coerce").to_numpy(dtype=float)
+        dv = np.where(complete, dv, partial)
+    bad_day = np.isnan(day)
+    if bad_day.any():
+        i = int(np.flatnonzero(bad_day)[0])
+        raise DataError(
+            "day is missing or not a number",
+            row=i + 1,
+            subject=s["subject"][i],
+            column="day",
+            value=_show(s["day"][i]),
+            fix="give every record a day",
+        )
+    return s, day, dv, k, complete
+
+
+def _obs_records(
+    sld: pd.DataFrame,
+    lloq_mm: float | None,
+    too_small_mm: float,
+    blq_method: str,
+    obs_cmt: int,
+    incomplete: str,
+) -> pd.DataFrame:
+    """Observation records (with CENS/LIMIT) of the SLD table; ``_ord`` puts pre-treatment
+    observations (TIME <= 0) before doses and later ones after."""
+    s, day, dv, k, complete = _sld_inputs(sld, incomplete)
+    keep = ~np.isnan(dv) & (complete | (incomplete == "mdv"))
+    cens = np.zeros(len(s), dtype=np.int64)
+    limit = np.full(len(s), np.nan)
+    out_dv = dv.copy()
+    ts = k > 0
+    cens[ts] = 1
+    limit[ts] = np.maximum(dv[ts] - too_small_mm * k[ts], 0.0)
+    if lloq_mm is not None:
+        below = dv < float(lloq_mm)
+        cens[below] = 1
+        out_dv[below] = float(lloq_mm)
+        limit[below] = 0.0 if blq_method == "m4" else -np.inf
+    mdv = np.where(complete, 0, 1)
+    obs = pd.DataFrame(
+        {
+            "SUBJECT": s["subject"],
+            "TIME": day,
+            "EVID": 0,
+            "AMT": 0.0,
+            "CMT": obs_cmt,
+            "RATE": 0.0,
+            "II": 0.0,
+            "ADDL": 0,
+            "SS": 0,
+            "DV": out_dv,
+            "MDV": mdv,
+            "CENS": cens,
+            "LIMIT": limit,
+        }
+    )[keep]
+    return obs.assign(_ord=np.where(obs["TIME"] <= 0, 0, 2))
+
+
+def _dose_numcol(d: pd.DataFrame, name: str, default) -> np.ndarray:
+    """Column ``name`` of the dosing table as floats, ``default`` where absent or missing."""
+    if name not in d.columns:
+        return np.full(len(d), default, dtype=float)
+    return pd.to_numeric(d[name], errors="coerce").fillna(default).to_numpy(float)
+
+
+def _dose_records(dosing: pd.DataFrame, dose_cmt: int) -> pd.DataFrame:
+    """Dose records (EVID=1, MDV=1) of the dosing table."""
+    d = _lower_columns(dosing, "dosing table")
+    miss = [c for c in ("subject", "day", "amt") if c not in d.columns]
+    if miss:
+        raise DataError(
+            f"the dosing table is missing the column(s) {', '.join(miss)}",
+            column=miss[0],
+            fix="give subject, day and amt columns",
+        )
+    return pd.DataFrame(
+        {
+            "SUBJECT": [_text(v) for v in d["subject"]],
+            "TIME": _dose_numcol(d, "day", np.nan),
+            "EVID": 1,
+            "AMT": _dose_numcol(d, "amt", np.nan),
+            "CMT": _dose_numcol(d, "cmt", dose_cmt).astype(int),
+            "RATE": _dose_numcol(d, "rate", 0.0),
+            "II": _dose_numcol(d, "ii", 0.0),
+            "ADDL": _dose_numcol(d, "addl", 0).astype(int),
+            "SS": 0,
+            "DV": np.nan,
+            "MDV": 1,
+            "CENS": 0,
+            "LIMIT": np.nan,
+            "_ord": 1,
+        }
+    )
+
+
+def _nonmem_records(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Observation (and dose) records as one table: ID by first appearance, sorted by ID, TIME
+    and record order, in the written column order."""
+    obs = parts[0]
+    recs = pd.concat(parts, ignore_index=True)
+    order = {
+        v: i + 1
+        for i, v in enumerate(
+            pd.unique(
+                pd.concat([obs["SUBJECT"]] + ([parts[1]["SUBJECT"]] if len(parts) > 1 else []))
+            )
+        )
+    }
+    recs.insert(0, "ID", recs["SUBJECT"].map(order).astype(np.int64))
+    recs = recs.sort_values(["ID", "TIME", "_ord"], kind="stable").drop(columns="_ord")
+    cols = [
+        "ID",
+        "TIME",
+        "EVID",
+        "AMT",
+        "CMT",
+        "RATE",
+        "II",
+        "ADDL",
+        "SS",
+        "DV",
+        "MDV",
+        "CENS",
+        "LIMIT",
+        "SUBJECT",
+    ]
+    return recs[cols].reset_index(drop=True)
+
+
 def write_nonmem_tumour(
     sld: pd.DataFrame,
     path: str | os.PathLike,
@@ -99,136 +256,11 @@ def write_nonmem_tumour(
         raise ValueError(f"blq_method must be 'm3' or 'm4', got {blq_method!r}")
     if incomplete not in ("drop", "mdv"):
         raise ValueError(f"incomplete must be 'drop' or 'mdv', got {incomplete!r}")
-    s = _lower_columns(sld, "SLD table")
-    missing = [c for c in ("subject", "day", "sld_mm") if c not in s.columns]
-    if missing:
-        raise DataError(
-            f"the SLD table is missing the column(s) {', '.join(missing)}",
-            column=missing[0],
-            fix="give subject, day and sld_mm columns",
-        )
-    s = s.assign(subject=[_text(v) for v in s["subject"]]).reset_index(drop=True)
-    day = pd.to_numeric(s["day"], errors="coerce").to_numpy(dtype=float)
-    dv = pd.to_numeric(s["sld_mm"], errors="coerce").to_numpy(dtype=float)
-    if "n_too_small" in s.columns:
-        k = pd.to_numeric(s["n_too_small"], errors="coerce").fillna(0).to_numpy(dtype=float)
-    elif "flag" in s.columns:
-        k = (s["flag"].astype(str) == "TOO_SMALL_TO_MEASURE").to_numpy(dtype=float)
-    else:
-        k = np.zeros(len(s))
-    complete = (
-        s["complete"].astype(bool).to_numpy()
-        if "complete" in s.columns
-        else np.ones(len(s), dtype=bool)
-    )
-    if "sld_partial_mm" in s.columns and incomplete == "mdv":
-        partial = pd.to_numeric(s["sld_partial_mm"], errors="coerce").to_numpy(dtype=float)
-        dv = np.where(complete, dv, partial)
-    bad_day = np.isnan(day)
-    if bad_day.any():
-        i = int(np.flatnonzero(bad_day)[0])
-        raise DataError(
-            "day is missing or not a number",
-            row=i + 1,
-            subject=s["subject"][i],
-            column="day",
-            value=_show(s["day"][i]),
-            fix="give every record a day",
-        )
-    keep = ~np.isnan(dv) & (complete | (incomplete == "mdv"))
-    cens = np.zeros(len(s), dtype=np.int64)
-    limit = np.full(len(s), np.nan)
-    out_dv = dv.copy()
-    ts = k > 0
-    cens[ts] = 1
-    limit[ts] = np.maximum(dv[ts] - too_small_mm * k[ts], 0.0)
-    if lloq_mm is not None:
-        below = dv < float(lloq_mm)
-        cens[below] = 1
-        out_dv[below] = float(lloq_mm)
-        limit[below] = 0.0 if blq_method == "m4" else -np.inf
-    mdv = np.where(complete, 0, 1)
-    obs = pd.DataFrame(
-        {
-            "SUBJECT": s["subject"],
-            "TIME": day,
-            "EVID": 0,
-            "AMT": 0.0,
-            "CMT": obs_cmt,
-            "RATE": 0.0,
-            "II": 0.0,
-            "ADDL": 0,
-            "SS": 0,
-            "DV": out_dv,
-            "MDV": mdv,
-            "CENS": cens,
-            "LIMIT": limit,
-        }
-    )[keep]
-    obs = obs.assign(_ord=np.where(obs["TIME"] <= 0, 0, 2))
+    obs = _obs_records(sld, lloq_mm, too_small_mm, blq_method, obs_cmt, incomplete)
     parts = [obs]
     if dosing is not None:
-        d = _lower_columns(dosing, "dosing table")
-        miss = [c for c in ("subject", "day", "amt") if c not in d.columns]
-        if miss:
-            raise DataError(
-                f"the dosing table is missing the column(s) {', '.join(miss)}",
-                column=miss[0],
-                fix="give subject, day and amt columns",
-            )
-
-        def numcol(name, default):
-            if name not in d.columns:
-                return np.full(len(d), default, dtype=float)
-            return pd.to_numeric(d[name], errors="coerce").fillna(default).to_numpy(float)
-
-        dose = pd.DataFrame(
-            {
-                "SUBJECT": [_text(v) for v in d["subject"]],
-                "TIME": numcol("day", np.nan),
-                "EVID": 1,
-                "AMT": numcol("amt", np.nan),
-                "CMT": numcol("cmt", dose_cmt).astype(int),
-                "RATE": numcol("rate", 0.0),
-                "II": numcol("ii", 0.0),
-                "ADDL": numcol("addl", 0).astype(int),
-                "SS": 0,
-                "DV": np.nan,
-                "MDV": 1,
-                "CENS": 0,
-                "LIMIT": np.nan,
-                "_ord": 1,
-            }
-        )
-        parts.append(dose)
-    recs = pd.concat(parts, ignore_index=True)
-    order = {
-        v: i + 1
-        for i, v in enumerate(
-            pd.unique(
-                pd.concat([obs["SUBJECT"]] + ([parts[1]["SUBJECT"]] if len(parts) > 1 else []))
-            )
-        )
-    }
-    recs.insert(0, "ID", recs["SUBJECT"].map(order).astype(np.int64))
-    recs = recs.sort_values(["ID", "TIME", "_ord"], kind="stable").drop(columns="_ord")
-    cols = [
-        "ID",
-        "TIME",
-        "EVID",
-        "AMT",
-        "CMT",
-        "RATE",
-        "II",
-        "ADDL",
-        "SS",
-        "DV",
-        "MDV",
-        "CENS",
-        "LIMIT",
-        "SUBJECT",
-    ]
-    recs = recs[cols].reset_index(drop=True)
+        parts.append(_dose_records(dosing, dose_cmt))
+    recs = _nonmem_records(parts)
     table = read_nonmem(recs, time_unit="day", dv_unit=None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
