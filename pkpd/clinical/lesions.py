@@ -551,6 +551,65 @@ def _lesion_value(diameter: float, state: str, is_node: bool, too_small_mm: floa
     return math.nan, False
 
 
+def _sld_row(subj, day, values, n_target) -> dict:
+    """One SLD row from the ``(value, too small?)`` pairs of a subject's baseline targets."""
+    vals = [v for v, _ in values if not math.isnan(v)]
+    k = sum(1 for v, ts in values if ts and not math.isnan(v))
+    partial = float(sum(vals)) if vals else math.nan
+    complete = len(vals) == n_target
+    return {
+        "subject": subj,
+        "day": float(day),
+        "sld_mm": partial if complete else math.nan,
+        "n_target": n_target,
+        "n_assessed": len(vals),
+        "complete": complete,
+        "sld_partial_mm": partial,
+        "n_too_small": k,
+    }
+
+
+def _subject_sld_rows(subj, g: pd.DataFrame, too_small_mm: float, out: list[dict]) -> None:
+    """Append the SLD rows of one subject (its lesion records ``g``) to ``out``: baseline, then
+    every later assessment day. Nothing for a subject without baseline target lesions."""
+    readers = sorted(set(g["reader"]))
+    if len(readers) > 1:
+        raise DataError(
+            f"subject {subj} has assessments from several readers ({', '.join(readers)})",
+            subject=subj,
+            column="reader",
+            fix="compute the SLD per reader: sld_series(lesions[lesions.reader == 'R1'])",
+        )
+    days = np.sort(g["day"].unique())
+    base_days = days[days <= 0]
+    base_day = float(base_days.max()) if base_days.size else float(days[0])
+    base = g[g["day"] <= base_day].sort_values("day", kind="stable")
+    targets = list(dict.fromkeys(base.loc[base["lesion_type"] == "target", "lesion_id"]))
+    if not targets:
+        return
+    value = {}  # (day, lesion_id) -> (mm or NaN, too small?)
+    for d, lid, diam, state, node in zip(
+        g["day"], g["lesion_id"], g["diameter_mm"], g["state"], g["is_node"]
+    ):
+        value[(d, lid)] = _lesion_value(float(diam), state, bool(node), too_small_mm)
+    # baseline: the latest usable pre-dose value of each target
+    values = []
+    for lid in targets:
+        chosen = (math.nan, False)
+        for d in days[days <= base_day]:
+            v = value.get((d, lid))
+            if v is not None and not math.isnan(v[0]):
+                chosen = v
+        values.append(chosen)
+    out.append(_sld_row(subj, base_day, values, len(targets)))
+    for d in days[days > base_day]:
+        out.append(
+            _sld_row(
+                subj, d, [value.get((d, lid), (math.nan, False)) for lid in targets], len(targets)
+            )
+        )
+
+
 def sld_series(lesions: pd.DataFrame, *, too_small_mm: float = TOO_SMALL_MM) -> pd.DataFrame:
     """Per-subject sum of diameters (SLD) of the baseline target lesions at each assessment.
 
@@ -595,58 +654,8 @@ def sld_series(lesions: pd.DataFrame, *, too_small_mm: float = TOO_SMALL_MM) -> 
     """
     les = validate_lesions(lesions)
     out: list[dict] = []
-
-    def row(subj, day, values, n_target):
-        vals = [v for v, _ in values if not math.isnan(v)]
-        k = sum(1 for v, ts in values if ts and not math.isnan(v))
-        partial = float(sum(vals)) if vals else math.nan
-        complete = len(vals) == n_target
-        out.append(
-            {
-                "subject": subj,
-                "day": float(day),
-                "sld_mm": partial if complete else math.nan,
-                "n_target": n_target,
-                "n_assessed": len(vals),
-                "complete": complete,
-                "sld_partial_mm": partial,
-                "n_too_small": k,
-            }
-        )
-
     for subj, g in les.groupby("subject", sort=False):
-        readers = sorted(set(g["reader"]))
-        if len(readers) > 1:
-            raise DataError(
-                f"subject {subj} has assessments from several readers ({', '.join(readers)})",
-                subject=subj,
-                column="reader",
-                fix="compute the SLD per reader: sld_series(lesions[lesions.reader == 'R1'])",
-            )
-        days = np.sort(g["day"].unique())
-        base_days = days[days <= 0]
-        base_day = float(base_days.max()) if base_days.size else float(days[0])
-        base = g[g["day"] <= base_day].sort_values("day", kind="stable")
-        targets = list(dict.fromkeys(base.loc[base["lesion_type"] == "target", "lesion_id"]))
-        if not targets:
-            continue
-        value = {}  # (day, lesion_id) -> (mm or NaN, too small?)
-        for d, lid, diam, state, node in zip(
-            g["day"], g["lesion_id"], g["diameter_mm"], g["state"], g["is_node"]
-        ):
-            value[(d, lid)] = _lesion_value(float(diam), state, bool(node), too_small_mm)
-        # baseline: the latest usable pre-dose value of each target
-        values = []
-        for lid in targets:
-            chosen = (math.nan, False)
-            for d in days[days <= base_day]:
-                v = value.get((d, lid))
-                if v is not None and not math.isnan(v[0]):
-                    chosen = v
-            values.append(chosen)
-        row(subj, base_day, values, len(targets))
-        for d in days[days > base_day]:
-            row(subj, d, [value.get((d, lid), (math.nan, False)) for lid in targets], len(targets))
+        _subject_sld_rows(subj, g, too_small_mm, out)
     res = pd.DataFrame(out, columns=list(SLD_COLUMNS))
     res = res.astype(
         {
