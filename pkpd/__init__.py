@@ -7,6 +7,11 @@ it. If JAX was imported before pkpd, its configuration is updated now; otherwise
 ``JAX_ENABLE_X64`` environment variable makes JAX start in float64 when it is first imported.
 
 The public names below (``pkpd.load_card``, ``pkpd.OneCompartment``, ...) are loaded on first use.
+
+The subpackages follow the data: :mod:`pkpd.dosing` -> :mod:`pkpd.cards` -> :mod:`pkpd.pk` ->
+:mod:`pkpd.tumour` -> :mod:`pkpd.clinical` -> :mod:`pkpd.fit`; each imports only those before it
+(docs/architecture.md). pkpd 0.1's flat module paths (``pkpd.regimen``, ...) still import, with a
+DeprecationWarning naming the new path.
 """
 
 import os as _os
@@ -42,9 +47,6 @@ _LAZY = {
     "parse_regimen": "dosing.regimen",
     "read_nonmem": "dosing.events",
 }
-
-#: the subpackages, in the order data flows (each imports only those before it)
-_LAYERS = ("dosing", "cards", "pk", "tumour", "clinical", "fit")
 
 # The built-in card kinds: the loader (pkpd.cards) imports nothing above it; the model that owns a
 # kind registers it when imported, and is imported when a card of its kind is first loaded.
