@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -373,21 +374,9 @@ def lambda_z(
                 fix="list the points to use in include, or those to drop in exclude",
             )
         )
-    n = t.size
     if include is not None:
-        mask = _match_times(t, include, "include", _subject) & (c > 0)
-        tt, cc = t[mask], c[mask]
-        if tt.size < min_points:
-            return LambdaZResult(
-                reason=f"too few points for half-life ({tt.size} included with conc > 0; "
-                f"min_points={min_points})"
-            )
-        slope, icpt, r2 = _ols(tt, np.log(cc))
-        lam = -slope
-        if not lam > 0:
-            return LambdaZResult(reason="manually included points give lambda.z <= 0")
-        return _fit_result(tt, cc, lam, icpt, r2, _adj_r2(r2, tt.size))
-
+        return _lambda_z_manual(t, c, include, min_points, _subject)
+    n = t.size
     if n == 0 or not 0 <= tmax_index < n:
         return LambdaZResult(reason="no Tmax (no concentrations)")
     idx = np.arange(n)
@@ -401,6 +390,29 @@ def lambda_z(
             reason=f"too few points for half-life ({tc.size} after Tmax with conc > 0; "
             f"min_points={min_points})"
         )
+    return _lambda_z_best_fit(tc, cc, min_points, adj_r2_factor)
+
+
+def _lambda_z_manual(t, c, include, min_points: int, subject) -> LambdaZResult:
+    """`lambda_z` with ``include``: fit exactly the given times (positive concentrations only)."""
+    mask = _match_times(t, include, "include", subject) & (c > 0)
+    tt, cc = t[mask], c[mask]
+    if tt.size < min_points:
+        return LambdaZResult(
+            reason=f"too few points for half-life ({tt.size} included with conc > 0; "
+            f"min_points={min_points})"
+        )
+    slope, icpt, r2 = _ols(tt, np.log(cc))
+    lam = -slope
+    if not lam > 0:
+        return LambdaZResult(reason="manually included points give lambda.z <= 0")
+    return _fit_result(tt, cc, lam, icpt, r2, _adj_r2(r2, tt.size))
+
+
+def _lambda_z_best_fit(
+    tc: np.ndarray, cc: np.ndarray, min_points: int, adj_r2_factor: float
+) -> LambdaZResult:
+    """The "best fit" search of `lambda_z` over the last 3, 4, ... candidates ``tc``, ``cc``."""
     y = np.log(cc)
     ks = list(range(min_points, tc.size + 1))
     lams, icpts, r2s, adjs = [], [], [], []
@@ -535,39 +547,15 @@ def _profile_nca(
     max_pext: float,
     next_dose: float = math.inf,
 ) -> dict:
+    """NCA parameters of one profile (times after the dose), as a dict of output columns."""
     notes: list[str] = []
-    nan = math.nan
-    out: dict = dict.fromkeys(_BASE_COLUMNS[5:], nan)
+    out: dict = dict.fromkeys(_BASE_COLUMNS[5:], math.nan)
     if tau is not None:
-        out.update(dict.fromkeys(_TAU_COLUMNS, nan))
+        out.update(dict.fromkeys(_TAU_COLUMNS, math.nan))
 
     # ---- window: post-dose (and <= tau for an interval); predose kept for start_predose
-    if tau is None:
-        in_win = t_all >= 0
-    else:
-        in_win = (t_all >= 0) & (t_all <= tau)
-    tw, cw = t_all[in_win], c_all[in_win]
-
-    # ---- resolve the dose-time imputation
-    if impute == "auto":
-        if route == "iv bolus":
-            impute_rule = "start_logslope"
-        elif tau is None:
-            impute_rule = "start_conc0"
-        else:
-            impute_rule = "start_predose"
-    else:
-        impute_rule = impute
-    has_zero_time = tw.size > 0 and tw[0] == 0.0
-    if not has_zero_time and impute_rule == "start_predose":
-        length = tau if tau is not None else (float(tw[-1]) if tw.size else 0.0)
-        pre = np.flatnonzero((t_all < 0) & (t_all >= -MAX_PREDOSE_SHIFT * length))
-        if pre.size:
-            j = pre[-1]
-            notes.append(f"predose sample at t={t_all[j]:g} moved to t=0 (start_predose)")
-            tw = np.concatenate([[0.0], tw])
-            cw = np.concatenate([[c_all[j]], cw])
-            has_zero_time = True
+    impute_rule = _impute_rule(impute, route, tau)
+    tw, cw = _dose_window(t_all, c_all, tau, impute_rule, notes)
 
     # ---- BLQ rules on the observed profile
     to, co = _clean_blq(tw, cw, rules)
@@ -578,8 +566,83 @@ def _profile_nca(
         return out
 
     # ---- integration arrays: observed plus an imputed point at the dose time
+    ti, ci, c0 = _integration_arrays(to, co, impute_rule, notes)
+    auc_ok = ti[0] == 0.0
+    out["c0"] = c0
+
+    # ---- primary parameters
+    imax, tlast, clast = _primary_parameters(out, to, co, ti, ci, auc_ok, method, notes)
+
+    # ---- lambda z
+    if out["cmax"] > 0:
+        lz = lambda_z(
+            to, co, imax, min_points=min_points, adj_r2_factor=adj_r2_factor,
+            allow_tmax=allow_tmax, exclude=exclude, include=include, _subject=subject,
+        )  # fmt: skip
+    else:
+        lz = LambdaZResult(reason="no positive concentrations")
+    clast_pred = _terminal_parameters(out, lz, tlast, clast, auc_ok, route, dose, dur, notes)
+
+    # ---- dosing interval
+    if tau is not None:
+        arrays = _ProfileArrays(t_all, c_all, to, co, ti, ci)
+        _interval_parameters(
+            out, arrays, lz, clast_pred, tlast, tau=tau, next_dose=next_dose, auc_ok=auc_ok,
+            method=method, dose=dose, notes=notes,
+        )  # fmt: skip
+
+    # ---- flags (reported, not applied)
+    r2, span, pext = out["r.squared"], out["span.ratio"], out["aucpext.obs"]
+    out["flag_r2"] = bool(r2 < min_r2) if math.isfinite(r2) else pd.NA
+    out["flag_span"] = bool(span < min_span_ratio) if math.isfinite(span) else pd.NA
+    out["flag_pext"] = bool(pext > max_pext) if math.isfinite(pext) else pd.NA
+    out["note"] = "; ".join(notes)
+    return out
+
+
+def _impute_rule(impute, route: str, tau: float | None):
+    """The dose-time imputation rule, with "auto" resolved for the route and dosing."""
+    if impute == "auto":
+        if route == "iv bolus":
+            return "start_logslope"
+        if tau is None:
+            return "start_conc0"
+        return "start_predose"
+    return impute
+
+
+def _dose_window(
+    t_all: np.ndarray, c_all: np.ndarray, tau: float | None, impute_rule, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The post-dose samples (<= tau for an interval); with ``start_predose`` and no sample at
+    t=0, the last predose sample within 5% of the interval is moved to t=0 (noted)."""
+    if tau is None:
+        in_win = t_all >= 0
+    else:
+        in_win = (t_all >= 0) & (t_all <= tau)
+    tw, cw = t_all[in_win], c_all[in_win]
+    has_zero_time = tw.size > 0 and tw[0] == 0.0
+    if not has_zero_time and impute_rule == "start_predose":
+        length = tau if tau is not None else (float(tw[-1]) if tw.size else 0.0)
+        pre = np.flatnonzero((t_all < 0) & (t_all >= -MAX_PREDOSE_SHIFT * length))
+        if pre.size:
+            j = pre[-1]
+            notes.append(f"predose sample at t={t_all[j]:g} moved to t=0 (start_predose)")
+            tw = np.concatenate([[0.0], tw])
+            cw = np.concatenate([[c_all[j]], cw])
+    return tw, cw
+
+
+def _integration_arrays(
+    to: np.ndarray, co: np.ndarray, impute_rule, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Integration arrays (observed plus an imputed point at the dose time) and C0.
+
+    C0 is NaN when t=0 is not sampled and cannot be imputed; the arrays then start after the dose
+    (AUCs are not computed) and a note says why.
+    """
     ti, ci = to, co
-    c0 = nan
+    c0 = math.nan
     if to[0] == 0.0:
         c0 = float(co[0])
     elif impute_rule == "start_conc0":
@@ -610,19 +673,23 @@ def _profile_nca(
             notes.append(f"C0={c0:g} imputed at t=0 ({impute_rule})")
             ti = np.concatenate([[0.0], to])
             ci = np.concatenate([[c0], co])
-    auc_ok = ti[0] == 0.0
-    out["c0"] = c0
+    return ti, ci, c0
 
-    # ---- primary parameters
+
+def _primary_parameters(
+    out: dict, to, co, ti, ci, auc_ok: bool, method: str, notes: list[str]
+) -> tuple[int, float, float]:
+    """Cmax, Tmax, Tlast, Clast and (when t=0 is known) AUClast, AUCall, AUMClast into ``out``;
+    returns the index of Tmax, Tlast and Clast."""
     cmax = float(np.max(co))
     imax = int(np.argmax(co))
     out["cmax"] = cmax
-    out["tmax"] = float(to[imax]) if cmax > 0 else nan
+    out["tmax"] = float(to[imax]) if cmax > 0 else math.nan
     pos = np.flatnonzero(co > 0)
     if pos.size:
         tlast, clast = float(to[pos[-1]]), float(co[pos[-1]])
     else:
-        tlast, clast = nan, 0.0
+        tlast, clast = math.nan, 0.0
         notes.append("all concentrations BLQ")
     out["tlast"], out["clast.obs"] = tlast, clast
 
@@ -639,91 +706,111 @@ def _profile_nca(
                 out["aucall"] = out["auclast"]
         else:
             out["auclast"] = out["aucall"] = out["aumclast"] = 0.0
+    return imax, tlast, clast
 
-    # ---- lambda z
-    if cmax > 0:
-        lz = lambda_z(
-            to, co, imax, min_points=min_points, adj_r2_factor=adj_r2_factor,
-            allow_tmax=allow_tmax, exclude=exclude, include=include, _subject=subject,
-        )  # fmt: skip
-    else:
-        lz = LambdaZResult(reason="no positive concentrations")
-    if lz.ok:
-        lam = lz.lambda_z
-        out.update({
-            "lambda.z": lam, "r.squared": lz.r_squared, "adj.r.squared": lz.adj_r_squared,
-            "lambda.z.n.points": lz.n_points, "lambda.z.time.first": lz.t_first,
-            "lambda.z.time.last": lz.t_last, "half.life": lz.half_life,
-            "span.ratio": (tlast - lz.t_first) / lz.half_life,
-        })  # fmt: skip
-        clast_pred = float(math.exp(lz.intercept - lam * tlast))
-        out["clast.pred"] = clast_pred
-        if auc_ok:
-            aucl, aumcl = out["auclast"], out["aumclast"]
-            aucinf_obs = aucl + clast / lam
-            aucinf_pred = aucl + clast_pred / lam
-            aumcinf = aumcl + clast * tlast / lam + clast / lam**2
-            out["aucinf.obs"] = aucinf_obs
-            out["aucinf.pred"] = aucinf_pred
-            out["aucpext.obs"] = 100.0 * (aucinf_obs - aucl) / aucinf_obs
-            out["aucpext.pred"] = 100.0 * (aucinf_pred - aucl) / aucinf_pred
-            out["aumcinf.obs"] = aumcinf
-            mrt = aumcinf / aucinf_obs
-            if route == "iv infusion":
-                mrt -= dur / 2.0
-            out["mrt.obs"] = mrt
-            out["cl.obs"] = _nan_div(dose, aucinf_obs)
-            out["vz.obs"] = _nan_div(out["cl.obs"], lam)
-    else:
-        lam, clast_pred = nan, nan
+
+def _terminal_parameters(
+    out: dict, lz: LambdaZResult, tlast, clast, auc_ok, route, dose, dur, notes: list[str]
+) -> float:
+    """The lambda-z columns and the extrapolations to infinity into ``out``; returns
+    ``clast.pred`` (NaN without lambda z, which is then noted)."""
+    if not lz.ok:
         notes.append(f"lambda.z not estimated: {lz.reason}")
+        return math.nan
+    lam = lz.lambda_z
+    out.update({
+        "lambda.z": lam, "r.squared": lz.r_squared, "adj.r.squared": lz.adj_r_squared,
+        "lambda.z.n.points": lz.n_points, "lambda.z.time.first": lz.t_first,
+        "lambda.z.time.last": lz.t_last, "half.life": lz.half_life,
+        "span.ratio": (tlast - lz.t_first) / lz.half_life,
+    })  # fmt: skip
+    clast_pred = float(math.exp(lz.intercept - lam * tlast))
+    out["clast.pred"] = clast_pred
+    if auc_ok:
+        aucl, aumcl = out["auclast"], out["aumclast"]
+        aucinf_obs = aucl + clast / lam
+        aucinf_pred = aucl + clast_pred / lam
+        aumcinf = aumcl + clast * tlast / lam + clast / lam**2
+        out["aucinf.obs"] = aucinf_obs
+        out["aucinf.pred"] = aucinf_pred
+        out["aucpext.obs"] = 100.0 * (aucinf_obs - aucl) / aucinf_obs
+        out["aucpext.pred"] = 100.0 * (aucinf_pred - aucl) / aucinf_pred
+        out["aumcinf.obs"] = aumcinf
+        mrt = aumcinf / aucinf_obs
+        if route == "iv infusion":
+            mrt -= dur / 2.0
+        out["mrt.obs"] = mrt
+        out["cl.obs"] = _nan_div(dose, aucinf_obs)
+        out["vz.obs"] = _nan_div(out["cl.obs"], lam)
+    return clast_pred
 
-    # ---- dosing interval
-    if tau is not None:
-        at_tau = np.flatnonzero(to == tau)
-        ctrough = float(co[at_tau[0]]) if at_tau.size else nan
-        out["ctrough"] = ctrough
-        cmin = float(np.min(co))
-        out["cmin"] = cmin
+
+class _ProfileArrays(NamedTuple):
+    """The samples of one profile: all (``t_all``, ``c_all``), observed in the window after the
+    BLQ rules (``to``, ``co``), and for integration (``ti``, ``ci``: plus an imputed C0)."""
+
+    t_all: np.ndarray
+    c_all: np.ndarray
+    to: np.ndarray
+    co: np.ndarray
+    ti: np.ndarray
+    ci: np.ndarray
+
+
+def _interval_parameters(
+    out: dict, arrays: _ProfileArrays, lz: LambdaZResult, clast_pred: float, tlast: float, *,
+    tau: float, next_dose: float, auc_ok: bool, method: str, dose: float, notes: list[str],
+) -> None:  # fmt: skip
+    """The dosing-interval columns (``ctau``, ``auc.tau``, ``cav``, ``ptr``, ...) into ``out``."""
+    to, co, ti, ci = arrays.to, arrays.co, arrays.ti, arrays.ci
+    cmax = out["cmax"]
+    at_tau = np.flatnonzero(to == tau)
+    ctrough = float(co[at_tau[0]]) if at_tau.size else math.nan
+    out["ctrough"] = ctrough
+    cmin = float(np.min(co))
+    out["cmin"] = cmin
+    if at_tau.size:
+        ctau = ctrough
+    else:
+        ctau = _unsampled_ctau(out, arrays, lz, clast_pred, tlast, tau, next_dose, method, notes)
+    out["ctau"] = ctau
+    if auc_ok and math.isfinite(ctau):
         if at_tau.size:
-            ctau = ctrough
+            sel = ti <= tau
+            out["auc.tau"] = auc(ti[sel], ci[sel], method)
         else:
-            ta, ca = float(ti[-1]), float(ci[-1])
-            # a sample after tau interpolates C(tau) only if no later dose precedes it
-            after = np.flatnonzero((t_all > tau) & (t_all <= next_dose))
-            if after.size and c_all[after[0]] > 0 and ca > 0:
-                tb, cb = float(t_all[after[0]]), float(c_all[after[0]])
-                after_tmax = cmax > 0 and ta >= out["tmax"]
-                ctau = _interp_conc(ta, ca, tb, cb, tau, method, after_tmax)
-                notes.append(f"C(tau) interpolated with the sample at t={tb:g}")
-            elif ca == 0:
-                ctau = 0.0
-            elif lz.ok:
-                ctau = clast_pred * math.exp(-lam * (tau - tlast))
-                notes.append("C(tau) extrapolated from Tlast with lambda.z (clast.pred)")
-            else:
-                ctau = nan
-                notes.append("C(tau) not sampled and cannot be extrapolated (no lambda.z)")
-        out["ctau"] = ctau
-        if auc_ok and math.isfinite(ctau):
-            if at_tau.size:
-                sel = ti <= tau
-                out["auc.tau"] = auc(ti[sel], ci[sel], method)
-            else:
-                out["auc.tau"] = auc(np.append(ti, tau), np.append(ci, ctau), method)
-        out["cav"] = out["auc.tau"] / tau
-        out["ptr"] = _nan_div(cmax, ctrough) if ctrough > 0 else nan
-        out["swing"] = 100.0 * (cmax - cmin) / cmin if cmin > 0 else nan
-        out["deg.fluc"] = _nan_div(100.0 * (cmax - cmin), out["cav"])
-        out["cl.tau"] = _nan_div(dose, out["auc.tau"])
+            out["auc.tau"] = auc(np.append(ti, tau), np.append(ci, ctau), method)
+    out["cav"] = out["auc.tau"] / tau
+    out["ptr"] = _nan_div(cmax, ctrough) if ctrough > 0 else math.nan
+    out["swing"] = 100.0 * (cmax - cmin) / cmin if cmin > 0 else math.nan
+    out["deg.fluc"] = _nan_div(100.0 * (cmax - cmin), out["cav"])
+    out["cl.tau"] = _nan_div(dose, out["auc.tau"])
 
-    # ---- flags (reported, not applied)
-    r2, span, pext = out["r.squared"], out["span.ratio"], out["aucpext.obs"]
-    out["flag_r2"] = bool(r2 < min_r2) if math.isfinite(r2) else pd.NA
-    out["flag_span"] = bool(span < min_span_ratio) if math.isfinite(span) else pd.NA
-    out["flag_pext"] = bool(pext > max_pext) if math.isfinite(pext) else pd.NA
-    out["note"] = "; ".join(notes)
-    return out
+
+def _unsampled_ctau(
+    out: dict, arrays: _ProfileArrays, lz: LambdaZResult, clast_pred: float, tlast: float,
+    tau: float, next_dose: float, method: str, notes: list[str],
+) -> float:  # fmt: skip
+    """C(tau) when tau is not sampled: interpolated with a later sample (before the next dose),
+    0 after a BLQ last sample, else extrapolated with lambda z; NaN when none applies (noted)."""
+    t_all, c_all = arrays.t_all, arrays.c_all
+    ta, ca = float(arrays.ti[-1]), float(arrays.ci[-1])
+    # a sample after tau interpolates C(tau) only if no later dose precedes it
+    after = np.flatnonzero((t_all > tau) & (t_all <= next_dose))
+    if after.size and c_all[after[0]] > 0 and ca > 0:
+        tb, cb = float(t_all[after[0]]), float(c_all[after[0]])
+        after_tmax = out["cmax"] > 0 and ta >= out["tmax"]
+        ctau = _interp_conc(ta, ca, tb, cb, tau, method, after_tmax)
+        notes.append(f"C(tau) interpolated with the sample at t={tb:g}")
+    elif ca == 0:
+        ctau = 0.0
+    elif lz.ok:
+        ctau = clast_pred * math.exp(-lz.lambda_z * (tau - tlast))
+        notes.append("C(tau) extrapolated from Tlast with lambda.z (clast.pred)")
+    else:
+        ctau = math.nan
+        notes.append("C(tau) not sampled and cannot be extrapolated (no lambda.z)")
+    return ctau
 
 
 # --------------------------------------------------------------------------------------------------
@@ -867,6 +954,46 @@ def nca(
         Missing columns, non-numeric values, missing times, unsorted or duplicated times within
         a profile, negative concentrations; the message names the subject and says how to fix.
     """
+    opts = _nca_options(
+        data, id, time=time, conc=conc, dose=dose, route=route, dur=dur, tau=tau, start=start,
+        blq=blq, lloq=lloq, method=method, evid=evid, impute=impute, min_points=min_points,
+        adj_r2_factor=adj_r2_factor, allow_tmax=allow_tmax, exclude=exclude, include=include,
+        min_r2=min_r2, min_span_ratio=min_span_ratio, max_pext=max_pext,
+    )  # fmt: skip
+    return _nca_frame(_nca_rows(data, opts), opts)
+
+
+@dataclass(frozen=True)
+class _NcaOptions:
+    """The arguments of `nca`, checked: ``ids`` a list, method and route normalised, ``rules``
+    the resolved BLQ rules (in place of ``blq``)."""
+
+    ids: list
+    time: str
+    conc: str
+    dose: str | float | None
+    route: str
+    dur: str | float | None
+    tau: float | None
+    start: float
+    rules: dict
+    lloq: str | float | None
+    method: str
+    evid: str | None
+    impute: str | None
+    min_points: int
+    adj_r2_factor: float
+    allow_tmax: bool
+    exclude: Mapping | None
+    include: Mapping | None
+    min_r2: float
+    min_span_ratio: float
+    max_pext: float
+
+
+def _nca_options(data, id, *, time, conc, dose, route, dur, tau, blq, lloq, method, impute,
+                 **rest) -> _NcaOptions:  # fmt: skip
+    """Check the arguments of `nca` (in this order) and the columns they name."""
     if not isinstance(data, pd.DataFrame):
         raise TypeError("data must be a pandas DataFrame")
     ids = [id] if isinstance(id, str) else list(id)
@@ -894,16 +1021,41 @@ def nca(
             column="dur",
             fix="pass dur=<duration> or dur='<duration column>'",
         )
+    return _NcaOptions(
+        ids=ids, time=time, conc=conc, dose=dose, route=route, dur=dur, tau=tau, rules=rules,
+        lloq=lloq, method=method, impute=impute, **rest,
+    )  # fmt: skip
 
+
+class _NcaColumns(NamedTuple):
+    """The numeric columns of the (index-reset) data, read once for all profiles."""
+
+    is_obs: np.ndarray
+    has_evid: bool
+    t_raw: np.ndarray
+    c_raw: np.ndarray
+    dose_raw: np.ndarray | None
+    dur_raw: np.ndarray | None
+    lloq_raw: np.ndarray | None
+
+
+def _nca_rows(data: pd.DataFrame, opts: _NcaOptions) -> list[dict]:
+    """Read the columns, check the profile ids, and give one output row per profile."""
+    ids = opts.ids
     data = data.reset_index(drop=True)
     is_obs = np.ones(len(data), dtype=bool)
-    if evid is not None and evid in data.columns:
-        is_obs = _numeric(data, evid) == 0
-    t_raw = _numeric(data, time)
-    c_raw = _numeric(data, conc)
-    dose_raw = _numeric(data, dose) if isinstance(dose, str) else None
-    dur_raw = _numeric(data, dur) if isinstance(dur, str) else None
-    lloq_raw = _numeric(data, lloq) if isinstance(lloq, str) else None
+    has_evid = opts.evid is not None and opts.evid in data.columns
+    if has_evid:
+        is_obs = _numeric(data, opts.evid) == 0
+    cols = _NcaColumns(
+        is_obs=is_obs,
+        has_evid=has_evid,
+        t_raw=_numeric(data, opts.time),
+        c_raw=_numeric(data, opts.conc),
+        dose_raw=_numeric(data, opts.dose) if isinstance(opts.dose, str) else None,
+        dur_raw=_numeric(data, opts.dur) if isinstance(opts.dur, str) else None,
+        lloq_raw=_numeric(data, opts.lloq) if isinstance(opts.lloq, str) else None,
+    )
     for c in ids:
         miss = data[c].isna().to_numpy()
         if miss.any():
@@ -911,109 +1063,136 @@ def nca(
             raise DataError(
                 "missing profile id", row=i + 1, column=c, fix=f"fill in {c} for every row"
             )
-
-    rows_out = []
     grouped = data.groupby(ids if len(ids) > 1 else ids[0], sort=True, dropna=False)
-    for key, frame in grouped:
-        subject = key if len(ids) > 1 else (key[0] if isinstance(key, tuple) else key)
-        pos = frame.index.to_numpy()  # positional (index was reset)
-        obs = pos[is_obs[pos]]
-        t = t_raw[obs]
-        c = c_raw[obs]
-        if not np.isfinite(t).all():
-            i = int(obs[np.flatnonzero(~np.isfinite(t))[0]])
-            raise DataError(
-                "missing time", row=i + 1, subject=subject, column=time,
-                fix="fill in the actual sampling time or remove the row",
-            )  # fmt: skip
-        dt = np.diff(t)
-        if (dt < 0).any():
-            k = int(np.flatnonzero(dt < 0)[0])
-            raise DataError(
-                f"times are not sorted within the profile (t={t[k + 1]:g} after t={t[k]:g})",
-                row=int(obs[k + 1]) + 1, subject=subject, column=time,
-                fix=f"sort the data by {', '.join(ids)} and {time}",
-            )  # fmt: skip
-        if (dt == 0).any():
-            k = int(np.flatnonzero(dt == 0)[0])
-            raise DataError(
-                f"duplicate sampling time t={t[k]:g} within the profile",
-                row=int(obs[k + 1]) + 1, subject=subject, column=time,
-                fix="keep one concentration per time (average replicates or drop one), or "
-                "split the rows into separate profiles with an extra id column",
-            )  # fmt: skip
-        if (c < 0).any():
-            k = int(np.flatnonzero(c < 0)[0])
-            raise DataError(
-                "negative concentration", row=int(obs[k]) + 1, subject=subject, column=conc,
-                value=float(c[k]), fix="code BLQ samples as 0 and correct the value",
-            )  # fmt: skip
-        if np.isinf(c).any():
-            k = int(np.flatnonzero(np.isinf(c))[0])
-            raise DataError(
-                "infinite concentration", row=int(obs[k]) + 1, subject=subject, column=conc,
-                fix="correct the value or leave the cell empty",
-            )  # fmt: skip
-        keep = ~np.isnan(c)
-        n_missing = int((~keep).sum())
-        t, c = t[keep] - start, c[keep].copy()
-        if lloq is not None:
-            lim = lloq_raw[obs][keep] if lloq_raw is not None else float(lloq)
-            c = np.where(c < lim, 0.0, c)
+    return [_nca_row(key, frame, cols, opts) for key, frame in grouped]
 
-        if dose_raw is not None:
-            d = _per_profile_value(dose_raw[pos], t_raw[pos], start, dose, subject)
-        else:
-            d = float(dose) if dose is not None else math.nan
-        if route == "iv infusion":
-            if dur_raw is not None:
-                du = _per_profile_value(dur_raw[pos], t_raw[pos], start, dur, subject)
-            else:
-                du = float(dur)
-            if not (math.isfinite(du) and du > 0):
-                raise DataError(
-                    "infusion duration must be a positive number", subject=subject,
-                    column=dur if isinstance(dur, str) else "dur", value=du,
-                    fix="give the infusion duration in the time unit of the data",
-                )  # fmt: skip
-        else:
-            du = 0.0
 
-        next_dose = math.inf
-        if evid is not None and evid in data.columns:
-            dose_t = t_raw[pos[~is_obs[pos]]] - start
-            later = dose_t[np.isfinite(dose_t) & (dose_t > 0)]
-            if later.size:
-                next_dose = float(later.min())
-        res = _profile_nca(
-            t, c, subject=subject, route=route, dose=d, dur=du, tau=tau, rules=rules,
-            method=method, impute=impute, min_points=min_points, adj_r2_factor=adj_r2_factor,
-            allow_tmax=allow_tmax,
-            exclude=None if exclude is None else exclude.get(subject),
-            include=None if include is None else include.get(subject),
-            min_r2=min_r2, min_span_ratio=min_span_ratio, max_pext=max_pext, next_dose=next_dose,
-        )  # fmt: skip
-        if tau is None and next_dose < math.inf and (t > next_dose).any():
-            extra = (
-                f"samples after the next dose (t={next_dose:g}) are included; pass tau for an "
-                "interval analysis"
-            )
-            res["note"] = f"{res['note']}; {extra}" if res["note"] else extra
-        if n_missing:
-            extra = f"{n_missing} missing concentration(s) dropped"
-            res["note"] = f"{res['note']}; {extra}" if res["note"] else extra
-        keyvals = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(ids, keyvals))
-        row.update(
-            route=route,
-            start=float(start),
-            end=float(start + tau) if tau is not None else math.inf,
-            tau=float(tau) if tau is not None else math.nan,
-            dose=d,
+def _nca_row(key, frame: pd.DataFrame, cols: _NcaColumns, opts: _NcaOptions) -> dict:
+    """The output row of one profile: id columns, route, start, end, tau, dose, then the NCA."""
+    ids, start, tau = opts.ids, opts.start, opts.tau
+    subject = key if len(ids) > 1 else (key[0] if isinstance(key, tuple) else key)
+    pos = frame.index.to_numpy()  # positional (index was reset)
+    obs = pos[cols.is_obs[pos]]
+    t, c, n_missing = _profile_samples(cols, obs, subject, opts)
+    d, du = _profile_dose(cols, pos, subject, opts)
+
+    next_dose = math.inf
+    if cols.has_evid:
+        dose_t = cols.t_raw[pos[~cols.is_obs[pos]]] - start
+        later = dose_t[np.isfinite(dose_t) & (dose_t > 0)]
+        if later.size:
+            next_dose = float(later.min())
+    res = _profile_nca(
+        t, c, subject=subject, route=opts.route, dose=d, dur=du, tau=tau, rules=opts.rules,
+        method=opts.method, impute=opts.impute, min_points=opts.min_points,
+        adj_r2_factor=opts.adj_r2_factor, allow_tmax=opts.allow_tmax,
+        exclude=None if opts.exclude is None else opts.exclude.get(subject),
+        include=None if opts.include is None else opts.include.get(subject),
+        min_r2=opts.min_r2, min_span_ratio=opts.min_span_ratio, max_pext=opts.max_pext,
+        next_dose=next_dose,
+    )  # fmt: skip
+    if tau is None and next_dose < math.inf and (t > next_dose).any():
+        extra = (
+            f"samples after the next dose (t={next_dose:g}) are included; pass tau for an "
+            "interval analysis"
         )
-        row.update(res)
-        rows_out.append(row)
+        res["note"] = f"{res['note']}; {extra}" if res["note"] else extra
+    if n_missing:
+        extra = f"{n_missing} missing concentration(s) dropped"
+        res["note"] = f"{res['note']}; {extra}" if res["note"] else extra
+    keyvals = key if isinstance(key, tuple) else (key,)
+    row = dict(zip(ids, keyvals))
+    row.update(
+        route=opts.route,
+        start=float(start),
+        end=float(start + tau) if tau is not None else math.inf,
+        tau=float(tau) if tau is not None else math.nan,
+        dose=d,
+    )
+    row.update(res)
+    return row
 
+
+def _profile_samples(
+    cols: _NcaColumns, obs: np.ndarray, subject, opts: _NcaOptions
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check a profile's observations (times present, sorted, unique; concentrations >= 0 and
+    finite) and give times after the dose, concentrations (below LLOQ set to 0) and the number
+    of missing concentrations dropped."""
+    time, conc = opts.time, opts.conc
+    t = cols.t_raw[obs]
+    c = cols.c_raw[obs]
+    if not np.isfinite(t).all():
+        i = int(obs[np.flatnonzero(~np.isfinite(t))[0]])
+        raise DataError(
+            "missing time", row=i + 1, subject=subject, column=time,
+            fix="fill in the actual sampling time or remove the row",
+        )  # fmt: skip
+    dt = np.diff(t)
+    if (dt < 0).any():
+        k = int(np.flatnonzero(dt < 0)[0])
+        raise DataError(
+            f"times are not sorted within the profile (t={t[k + 1]:g} after t={t[k]:g})",
+            row=int(obs[k + 1]) + 1, subject=subject, column=time,
+            fix=f"sort the data by {', '.join(opts.ids)} and {time}",
+        )  # fmt: skip
+    if (dt == 0).any():
+        k = int(np.flatnonzero(dt == 0)[0])
+        raise DataError(
+            f"duplicate sampling time t={t[k]:g} within the profile",
+            row=int(obs[k + 1]) + 1, subject=subject, column=time,
+            fix="keep one concentration per time (average replicates or drop one), or "
+            "split the rows into separate profiles with an extra id column",
+        )  # fmt: skip
+    if (c < 0).any():
+        k = int(np.flatnonzero(c < 0)[0])
+        raise DataError(
+            "negative concentration", row=int(obs[k]) + 1, subject=subject, column=conc,
+            value=float(c[k]), fix="code BLQ samples as 0 and correct the value",
+        )  # fmt: skip
+    if np.isinf(c).any():
+        k = int(np.flatnonzero(np.isinf(c))[0])
+        raise DataError(
+            "infinite concentration", row=int(obs[k]) + 1, subject=subject, column=conc,
+            fix="correct the value or leave the cell empty",
+        )  # fmt: skip
+    keep = ~np.isnan(c)
+    n_missing = int((~keep).sum())
+    t, c = t[keep] - opts.start, c[keep].copy()
+    if opts.lloq is not None:
+        lim = cols.lloq_raw[obs][keep] if cols.lloq_raw is not None else float(opts.lloq)
+        c = np.where(c < lim, 0.0, c)
+    return t, c, n_missing
+
+
+def _profile_dose(
+    cols: _NcaColumns, pos: np.ndarray, subject, opts: _NcaOptions
+) -> tuple[float, float]:
+    """The profile's dose (NaN when not given) and infusion duration (0 unless "iv infusion")."""
+    dose, dur, start = opts.dose, opts.dur, opts.start
+    if cols.dose_raw is not None:
+        d = _per_profile_value(cols.dose_raw[pos], cols.t_raw[pos], start, dose, subject)
+    else:
+        d = float(dose) if dose is not None else math.nan
+    if opts.route == "iv infusion":
+        if cols.dur_raw is not None:
+            du = _per_profile_value(cols.dur_raw[pos], cols.t_raw[pos], start, dur, subject)
+        else:
+            du = float(dur)
+        if not (math.isfinite(du) and du > 0):
+            raise DataError(
+                "infusion duration must be a positive number", subject=subject,
+                column=dur if isinstance(dur, str) else "dur", value=du,
+                fix="give the infusion duration in the time unit of the data",
+            )  # fmt: skip
+    else:
+        du = 0.0
+    return d, du
+
+
+def _nca_frame(rows_out: list[dict], opts: _NcaOptions) -> pd.DataFrame:
+    """The output table: columns in order, nullable boolean flags, Int64 point counts."""
+    ids, tau = opts.ids, opts.tau
     columns = ids + _BASE_COLUMNS + (_TAU_COLUMNS if tau is not None else []) + _FLAG_COLUMNS
     out = pd.DataFrame(rows_out, columns=columns)
     for f in ("flag_r2", "flag_span", "flag_pext"):
