@@ -789,9 +789,27 @@ def report(
             "ppc_z_max": ppc_z_max,
         }
     }
+    out["convergence"] = _report_convergence(idata, population, r_hat_max, ess_min, problems)
+    out["sampler"] = _report_sampler(idata, max_tree_depth, bfmi_min, problems, skipped)
+    out["shrinkage"] = _report_shrinkage(idata, notes, skipped)
+    out["prior_posterior"] = _report_prior_posterior(idata, population, notes, skipped)
+    out["loo"] = _report_loo(idata, loo_by, pareto_k_max, problems, skipped)
+    out["ppc"] = _report_ppc(idata, ppc_z_max, problems, skipped)
+    out["problems"] = problems
+    out["notes"] = notes
+    out["skipped"] = skipped
+    return _to_python(out)
 
+
+def _report_convergence(
+    idata: az.InferenceData,
+    population: Sequence[str],
+    r_hat_max: float,
+    ess_min: float,
+    problems: list[str],
+) -> pd.DataFrame:
+    """`report` section: the convergence table; R-hat and ESS problems are appended."""
     conv = convergence(idata, population)
-    out["convergence"] = conv
     for row in conv.itertuples(index=False):
         if not np.isfinite(row.r_hat) or row.r_hat > r_hat_max:
             problems.append(f"r_hat {row.r_hat:.3f} > {r_hat_max} for {row.parameter}")
@@ -799,85 +817,116 @@ def report(
             value = getattr(row, col)
             if not np.isfinite(value) or value < ess_min:
                 problems.append(f"{col} {value:.0f} < {ess_min:.0f} for {row.parameter}")
+    return conv
 
-    if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats.data_vars:
-        ss = sampler_stats(idata, max_tree_depth=max_tree_depth)
-        out["sampler"] = ss
-        if ss["n_divergent"] > 0:
-            per = ", ".join(f"chain {c}: {n}" for c, n in enumerate(ss["n_divergent_per_chain"]))
-            problems.append(
-                f"{ss['n_divergent']} divergent transitions "
-                f"({100 * ss['divergent_fraction']:.2f}% of draws; {per})"
-            )
-        for c, value in enumerate(ss["bfmi_per_chain"] or []):
-            if value < bfmi_min:
-                problems.append(f"BFMI {value:.2f} < {bfmi_min} in chain {c}")
-        if ss["n_max_tree_depth"]:
-            problems.append(
-                f"{ss['n_max_tree_depth']} draws hit the maximum tree depth ({max_tree_depth})"
-            )
-    else:
-        out["sampler"] = None
+
+def _report_sampler(
+    idata: az.InferenceData,
+    max_tree_depth: int,
+    bfmi_min: float,
+    problems: list[str],
+    skipped: dict[str, str],
+) -> dict | None:
+    """`report` section: sampler statistics; divergences, low BFMI and tree-depth hits are
+    problems. None (and a ``skipped`` entry) without ``sample_stats.diverging``."""
+    if not ("sample_stats" in idata.groups() and "diverging" in idata.sample_stats.data_vars):
         skipped["sampler"] = "no sample_stats.diverging"
+        return None
+    ss = sampler_stats(idata, max_tree_depth=max_tree_depth)
+    if ss["n_divergent"] > 0:
+        per = ", ".join(f"chain {c}: {n}" for c, n in enumerate(ss["n_divergent_per_chain"]))
+        problems.append(
+            f"{ss['n_divergent']} divergent transitions "
+            f"({100 * ss['divergent_fraction']:.2f}% of draws; {per})"
+        )
+    for c, value in enumerate(ss["bfmi_per_chain"] or []):
+        if value < bfmi_min:
+            problems.append(f"BFMI {value:.2f} < {bfmi_min} in chain {c}")
+    if ss["n_max_tree_depth"]:
+        problems.append(
+            f"{ss['n_max_tree_depth']} draws hit the maximum tree depth ({max_tree_depth})"
+        )
+    return ss
 
+
+def _report_shrinkage(
+    idata: az.InferenceData, notes: list[str], skipped: dict[str, str]
+) -> dict | None:
+    """`report` section: eta-shrinkage (above 30% is noted); None without eta / omega_sd."""
     post = idata.posterior
-    if "eta" in post.data_vars and "omega_sd" in post.data_vars:
-        shr = shrinkage(idata)
-        out["shrinkage"] = shr
-        for name, value in shr.items():
-            if np.isfinite(value) and value > 0.3:
-                notes.append(
-                    f"eta-shrinkage {100 * value:.0f}% > 30% for {name}: individual estimates "
-                    "are pulled to the population; EBE-based plots are unreliable"
-                )
-    else:
-        out["shrinkage"] = None
+    if not ("eta" in post.data_vars and "omega_sd" in post.data_vars):
         skipped["shrinkage"] = "no posterior eta / omega_sd"
+        return None
+    shr = shrinkage(idata)
+    for name, value in shr.items():
+        if np.isfinite(value) and value > 0.3:
+            notes.append(
+                f"eta-shrinkage {100 * value:.0f}% > 30% for {name}: individual estimates "
+                "are pulled to the population; EBE-based plots are unreliable"
+            )
+    return shr
 
-    if "prior" in idata.groups() and all(p in idata.prior.data_vars for p in population):
-        ppo = prior_posterior_overlap(idata, population)
-        out["prior_posterior"] = ppo
-        weak = [r.parameter for r in ppo.itertuples(index=False) if not r.informed]
-        if weak:
-            notes.append(f"prior-dominated (not informed by the data): {', '.join(weak)}")
-    else:
-        out["prior_posterior"] = None
+
+def _report_prior_posterior(
+    idata: az.InferenceData,
+    population: Sequence[str],
+    notes: list[str],
+    skipped: dict[str, str],
+) -> pd.DataFrame | None:
+    """`report` section: prior/posterior overlap (prior-dominated parameters are noted); None
+    without a prior group holding every population parameter."""
+    if not ("prior" in idata.groups() and all(p in idata.prior.data_vars for p in population)):
         skipped["prior_posterior"] = "no prior group with all population parameters"
+        return None
+    ppo = prior_posterior_overlap(idata, population)
+    weak = [r.parameter for r in ppo.itertuples(index=False) if not r.informed]
+    if weak:
+        notes.append(f"prior-dominated (not informed by the data): {', '.join(weak)}")
+    return ppo
 
+
+def _report_loo(
+    idata: az.InferenceData,
+    loo_by: str,
+    pareto_k_max: float,
+    problems: list[str],
+    skipped: dict[str, str],
+) -> dict | None:
+    """`report` section: PSIS-LOO (high Pareto k-hat is a problem); None without the
+    log-likelihood (or, by subject, without ``constant_data.obs_subject``)."""
     has_ll = "log_likelihood" in idata.groups() and "y" in idata.log_likelihood.data_vars
     has_subj = "constant_data" in idata.groups() and "obs_subject" in idata.constant_data
-    if has_ll and (loo_by == "obs" or has_subj):
-        lo = loo(idata, by=loo_by, k_threshold=pareto_k_max)
-        out["loo"] = lo
-        n_high = lo["n_pareto_k_above_0.7"]
-        if n_high:
-            unit = "subjects" if loo_by == "subject" else "observations"
-            problems.append(f"k-hat > {pareto_k_max} for {n_high} {unit}")
-    else:
-        out["loo"] = None
+    if not (has_ll and (loo_by == "obs" or has_subj)):
         skipped["loo"] = "no log_likelihood.y" if not has_ll else "no constant_data.obs_subject"
+        return None
+    lo = loo(idata, by=loo_by, k_threshold=pareto_k_max)
+    n_high = lo["n_pareto_k_above_0.7"]
+    if n_high:
+        unit = "subjects" if loo_by == "subject" else "observations"
+        problems.append(f"k-hat > {pareto_k_max} for {n_high} {unit}")
+    return lo
 
+
+def _report_ppc(
+    idata: az.InferenceData, ppc_z_max: float, problems: list[str], skipped: dict[str, str]
+) -> dict | None:
+    """`report` section: posterior predictive check without ``pit`` (coverage off target is a
+    problem); None without ``posterior_predictive.y`` and ``observed_data.y``."""
     has_pp = (
         "posterior_predictive" in idata.groups()
         and "observed_data" in idata.groups()
         and "y" in idata.posterior_predictive.data_vars
         and "y" in idata.observed_data.data_vars
     )
-    if has_pp:
-        pc = ppc(idata, return_pit=False)
-        out["ppc"] = pc
-        z = pc["coverage_z"]
-        if np.isfinite(z) and abs(z) > ppc_z_max:
-            problems.append(
-                f"{100 * pc['target_coverage']:.0f}% predictive interval covers "
-                f"{100 * pc['coverage']:.1f}% of {pc['n_used']} observations "
-                f"({z:+.1f} SE from target)"
-            )
-    else:
-        out["ppc"] = None
+    if not has_pp:
         skipped["ppc"] = "no posterior_predictive.y / observed_data.y"
-
-    out["problems"] = problems
-    out["notes"] = notes
-    out["skipped"] = skipped
-    return _to_python(out)
+        return None
+    pc = ppc(idata, return_pit=False)
+    z = pc["coverage_z"]
+    if np.isfinite(z) and abs(z) > ppc_z_max:
+        problems.append(
+            f"{100 * pc['target_coverage']:.0f}% predictive interval covers "
+            f"{100 * pc['coverage']:.1f}% of {pc['n_used']} observations "
+            f"({z:+.1f} SE from target)"
+        )
+    return pc
