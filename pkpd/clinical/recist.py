@@ -421,7 +421,8 @@ def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray, subj: pd.Series) -> n
     return num.to_numpy(dtype=float)
 
 
-def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
+def _check_lesion_frame(lesions: pd.DataFrame) -> None:
+    """The lesion table must be a DataFrame with every canonical column."""
     if not isinstance(lesions, pd.DataFrame):
         raise DataError(
             "lesions must be a pandas DataFrame",
@@ -436,9 +437,10 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
             value=list(lesions.columns),
             fix="provide the canonical columns " + ", ".join(REQUIRED_COLUMNS),
         )
-    df = lesions.reset_index(drop=True)
-    n = len(df)
-    log: list[str] = []
+
+
+def _source_rows(df: pd.DataFrame) -> np.ndarray:
+    """1-based source rows: the ``row`` column when given, else the input order."""
     if "row" in df.columns:
         rnum = pd.to_numeric(df["row"], errors="coerce")
         if rnum.isna().any():
@@ -449,18 +451,25 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
                 value=df["row"].iloc[i],
                 fix="drop the row column to number rows in input order",
             )
-        rows = rnum.to_numpy().astype(int)
-    else:
-        rows = np.arange(1, n + 1)
+        return rnum.to_numpy().astype(int)
+    return np.arange(1, len(df) + 1)
 
+
+def _subject_ids(df: pd.DataFrame, rows: np.ndarray) -> pd.Series:
+    """Subject ids as stripped strings (a missing subject is an error)."""
     subj_raw = df["subject"]
     if subj_raw.isna().any():
         i = int(np.flatnonzero(subj_raw.isna().to_numpy())[0])
         raise DataError(
             "subject is missing", row=int(rows[i]), column="subject", fix="fill in the subject id"
         )
-    subj = subj_raw.astype(str).str.strip()
+    return subj_raw.astype(str).str.strip()
 
+
+def _days_and_diameters(
+    df: pd.DataFrame, rows: np.ndarray, subj: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    """Assessment days (finite) and diameters (NaN when not measured, else finite >= 0)."""
     day = _numeric(df, "day", rows, subj)
     bad = ~np.isfinite(day)
     if bad.any():
@@ -486,7 +495,11 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
             value=df["diameter_mm"].iloc[i],
             fix="correct the measurement (mm) or leave it empty when not measured",
         )
+    return day, diam
 
+
+def _lesion_ids(df: pd.DataFrame, rows: np.ndarray, subj: pd.Series) -> pd.Series:
+    """Lesion ids as stripped strings (a missing id is an error)."""
     lid_raw = df["lesion_id"]
     if lid_raw.isna().any():
         i = int(np.flatnonzero(lid_raw.isna().to_numpy())[0])
@@ -497,40 +510,50 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
             column="lesion_id",
             fix="give every lesion a stable id (e.g. T01, NT01, NEW01)",
         )
-    lid = lid_raw.astype(str).str.strip()
+    return lid_raw.astype(str).str.strip()
 
-    def _map(col: str, table: dict, allowed: str, missing_value=None):
-        out = []
-        for i, v in enumerate(df[col].tolist()):
-            if _is_missing(v):
-                if missing_value is None:
-                    raise DataError(
-                        f"{col} is missing",
-                        row=int(rows[i]),
-                        subject=subj.iloc[i],
-                        column=col,
-                        fix=f"use one of {allowed}",
-                    )
-                out.append(missing_value)
-                continue
-            k = _key(v)
-            if k not in table:
+
+def _map_aliases(
+    df: pd.DataFrame,
+    col: str,
+    table: dict,
+    allowed: str,
+    rows: np.ndarray,
+    subj: pd.Series,
+    missing_value=None,
+) -> list:
+    """Canonical values of ``col`` through an alias table (unknown or missing: error)."""
+    out = []
+    for i, v in enumerate(df[col].tolist()):
+        if _is_missing(v):
+            if missing_value is None:
                 raise DataError(
-                    f"unknown {col}",
+                    f"{col} is missing",
                     row=int(rows[i]),
                     subject=subj.iloc[i],
                     column=col,
-                    value=v,
                     fix=f"use one of {allowed}",
                 )
-            out.append(table[k])
-        return out
+            out.append(missing_value)
+            continue
+        k = _key(v)
+        if k not in table:
+            raise DataError(
+                f"unknown {col}",
+                row=int(rows[i]),
+                subject=subj.iloc[i],
+                column=col,
+                value=v,
+                fix=f"use one of {allowed}",
+            )
+        out.append(table[k])
+    return out
 
-    ltype = _map("lesion_type", _TYPE_ALIASES, "target, nontarget, new")
-    state = _map("state", _STATE_ALIASES, ", ".join(repr(s) for s in LESION_STATES), "")
-    node_vals = df["is_node"].tolist()
-    is_node = []
-    for i, v in enumerate(node_vals):
+
+def _node_flags(df: pd.DataFrame, rows: np.ndarray, subj: pd.Series) -> list[bool | None]:
+    """``is_node`` as True/False, None when missing (a non-boolean value is an error)."""
+    is_node: list[bool | None] = []
+    for i, v in enumerate(df["is_node"].tolist()):
         if _is_missing(v):
             is_node.append(None)
         elif isinstance(v, bool | np.bool_):
@@ -547,6 +570,44 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
                     fix="use True/False (or Y/N, 1/0)",
                 )
             is_node.append(_BOOL_ALIASES[k])
+    return is_node
+
+
+def _check_duplicates(recs: list[_Rec]) -> None:
+    """The same lesion twice at one assessment day is an error naming both rows."""
+    seen: dict[tuple, _Rec] = {}
+    for r in sorted(recs, key=lambda r: (r.subject, r.day, r.lesion_id, r.row)):
+        k = (r.subject, r.day, r.lesion_id)
+        if k in seen:
+            first = seen[k]
+            raise DataError(
+                f"lesion {r.lesion_id} is recorded twice at day {r.day:g} "
+                f"(rows {first.row} and {r.row})",
+                row=r.row,
+                subject=r.subject,
+                column="lesion_id",
+                value=r.lesion_id,
+                fix="keep one record per lesion and assessment (e.g. the accepted read of one "
+                "reader)",
+            )
+        seen[k] = r
+
+
+def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
+    """Check the lesion table and turn its rows into :class:`_Rec` records (plus log notes)."""
+    _check_lesion_frame(lesions)
+    df = lesions.reset_index(drop=True)
+    n = len(df)
+    log: list[str] = []
+    rows = _source_rows(df)
+    subj = _subject_ids(df, rows)
+    day, diam = _days_and_diameters(df, rows, subj)
+    lid = _lesion_ids(df, rows, subj)
+    ltype = _map_aliases(df, "lesion_type", _TYPE_ALIASES, "target, nontarget, new", rows, subj)
+    state = _map_aliases(
+        df, "state", _STATE_ALIASES, ", ".join(repr(s) for s in LESION_STATES), rows, subj, ""
+    )
+    is_node = _node_flags(df, rows, subj)
     organ = ["" if _is_missing(v) else str(v).strip().lower() for v in df["organ"].tolist()]
 
     recs = []
@@ -568,23 +629,7 @@ def _normalize(lesions: pd.DataFrame) -> tuple[list[_Rec], list[str]]:
                 state=state[i],
             )
         )
-    # duplicate lesion x assessment
-    seen: dict[tuple, _Rec] = {}
-    for r in sorted(recs, key=lambda r: (r.subject, r.day, r.lesion_id, r.row)):
-        k = (r.subject, r.day, r.lesion_id)
-        if k in seen:
-            first = seen[k]
-            raise DataError(
-                f"lesion {r.lesion_id} is recorded twice at day {r.day:g} "
-                f"(rows {first.row} and {r.row})",
-                row=r.row,
-                subject=r.subject,
-                column="lesion_id",
-                value=r.lesion_id,
-                fix="keep one record per lesion and assessment (e.g. the accepted read of one "
-                "reader)",
-            )
-        seen[k] = r
+    _check_duplicates(recs)
     return recs, log
 
 
@@ -804,14 +849,65 @@ def _fmt(x: float) -> str:
 # per-subject engine
 
 
-def _evaluate_subject(
+@dataclass
+class _Baseline:
+    """A subject's baseline (rule 1): its lesions, the targets and non-targets, the SLD."""
+
+    day: float
+    lesions: dict[str, _Rec]
+    tid: list[str]
+    t_node: dict[str, bool]
+    ntid: list[str]
+    nt_node: dict[str, bool]
+    measurable: bool
+    sld0: float
+
+
+@dataclass
+class _TimePoints:
+    """Per-assessment results of a subject (rules 2-6), one entry per post-baseline day.
+
+    ``nt_unq``/``nt_diam``/``new_unq``/``new_diam``/``new_seen`` are the lesion details iRECIST
+    needs (``new_seen``: any informative new-lesion record, equivocal or unequivocal)."""
+
+    days: list[float]
+    backdated: list[bool]
+    tr: list[str] = field(default_factory=list)
+    ntr: list[str] = field(default_factory=list)
+    newl: list[object] = field(default_factory=list)
+    ovr: list[str] = field(default_factory=list)
+    sld_full: list[float] = field(default_factory=list)
+    sld_part: list[float] = field(default_factory=list)
+    nadirs: list[float] = field(default_factory=list)
+    n_assessed: list[int] = field(default_factory=list)
+    nt_unq: list[set] = field(default_factory=list)
+    nt_diam: list[dict] = field(default_factory=list)
+    new_unq: list[set] = field(default_factory=list)
+    new_diam: list[dict] = field(default_factory=list)
+    new_seen: list[set] = field(default_factory=list)
+
+
+def _problem(
     sid: str,
-    recs: list[_Rec],
-    info: dict,
     cfg: RecistConfig,
     log: list[str],
-    ignored: dict[int, str],
-) -> tuple[list[dict], dict]:
+    msg: str,
+    r: _Rec,
+    value: object,
+    fix: str,
+    column: str = "diameter_mm",
+) -> None:
+    """A baseline measurability / selection problem: an error, or a log note when not strict."""
+    if cfg.strict:
+        raise DataError(msg, row=r.row, subject=sid, column=column, value=value, fix=fix)
+    log.append(f"row {r.row} (ID {sid}): {msg}; got {value!r} (strict=False: kept)")
+
+
+# ---- rule 1: baseline ---------------------------------------------------------------------------
+
+
+def _split_baseline(sid: str, recs: list[_Rec]) -> tuple[list[_Rec], list[_Rec]]:
+    """Baseline records (``day <= 0``) and post-baseline records, each sorted by day and id."""
     recs = sorted(recs, key=lambda r: (r.day, r.lesion_id, r.row))
     base = [r for r in recs if r.day <= 0]
     post = [r for r in recs if r.day > 0]
@@ -826,14 +922,11 @@ def _evaluate_subject(
             fix="add the baseline scan (day <= 0, day 0 = first dose) or shift the days so that "
             "day 0 is the first dose",
         )
-    baseline_day = max(r.day for r in base)
+    return base, post
 
-    def problem(msg: str, r: _Rec, value: object, fix: str, column: str = "diameter_mm"):
-        if cfg.strict:
-            raise DataError(msg, row=r.row, subject=sid, column=column, value=value, fix=fix)
-        log.append(f"row {r.row} (ID {sid}): {msg}; got {value!r} (strict=False: kept)")
 
-    # ---- baseline -----------------------------------------------------------------------------
+def _baseline_lesions(sid: str, base: list[_Rec]) -> dict[str, _Rec]:
+    """One baseline record per lesion; no lesion twice and no new lesion at baseline."""
     blesion: dict[str, _Rec] = {}
     for r in base:  # sorted by day: the later record overwrites only after the check
         if r.lesion_id in blesion:
@@ -859,12 +952,13 @@ def _evaluate_subject(
                 fix="lesions present at baseline are target or nontarget; 'new' is only for "
                 "lesions appearing after the first dose",
             )
-    targets = sorted(
-        (r for r in blesion.values() if r.ltype == "target"), key=lambda r: r.lesion_id
-    )
-    nontargets = sorted(
-        (r for r in blesion.values() if r.ltype == "nontarget"), key=lambda r: r.lesion_id
-    )
+    return blesion
+
+
+def _check_target_measurable(
+    sid: str, targets: list[_Rec], cfg: RecistConfig, log: list[str]
+) -> None:
+    """Baseline targets are measured (error) and measurable (``_problem``)."""
     for r in targets:
         if r.state not in ("", "present") or math.isnan(r.diam):
             raise DataError(
@@ -880,7 +974,10 @@ def _evaluate_subject(
         limit = _NODE_MEASURABLE_MM if r.is_node else _NONNODAL_MEASURABLE_MM
         if r.diam < limit - _EPS:
             kind = "lymph node short axis" if r.is_node else "non-nodal long axis"
-            problem(
+            _problem(
+                sid,
+                cfg,
+                log,
                 f"target lesion {r.lesion_id} is not measurable at baseline: {kind} "
                 f"{_fmt(r.diam)} mm < {_fmt(limit)} mm",
                 r,
@@ -888,8 +985,17 @@ def _evaluate_subject(
                 "record it as a non-target lesion (RECIST 1.1: measurable = non-nodal >= 10 mm, "
                 "node short axis >= 15 mm) or correct the measurement",
             )
+
+
+def _check_target_selection(
+    sid: str, targets: list[_Rec], cfg: RecistConfig, log: list[str]
+) -> None:
+    """At most ``max_targets`` targets and ``max_targets_per_organ`` per organ."""
     if len(targets) > cfg.max_targets:
-        problem(
+        _problem(
+            sid,
+            cfg,
+            log,
             f"{len(targets)} target lesions at baseline; at most {cfg.max_targets} are allowed",
             targets[0],
             [r.lesion_id for r in targets],
@@ -911,7 +1017,10 @@ def _evaluate_subject(
     for org in sorted(per_organ):
         lst = per_organ[org]
         if len(lst) > cfg.max_targets_per_organ:
-            problem(
+            _problem(
+                sid,
+                cfg,
+                log,
                 f"{len(lst)} target lesions in organ {org!r}; at most "
                 f"{cfg.max_targets_per_organ} per organ are allowed (all lymph nodes are one "
                 "organ)",
@@ -920,86 +1029,119 @@ def _evaluate_subject(
                 "record the extra lesions of this organ as non-target",
                 column="organ",
             )
+
+
+def _baseline(sid: str, base: list[_Rec], cfg: RecistConfig, log: list[str]) -> _Baseline:
+    """Rule 1: the baseline lesions, target checks and the baseline SLD."""
+    baseline_day = max(r.day for r in base)
+    blesion = _baseline_lesions(sid, base)
+    targets = sorted(
+        (r for r in blesion.values() if r.ltype == "target"), key=lambda r: r.lesion_id
+    )
+    nontargets = sorted(
+        (r for r in blesion.values() if r.ltype == "nontarget"), key=lambda r: r.lesion_id
+    )
+    _check_target_measurable(sid, targets, cfg, log)
+    _check_target_selection(sid, targets, cfg, log)
     for r in base:
         if r.ltype == "nontarget" and r.state in ("absent", "not_evaluated"):
             log.append(
                 f"row {r.row} (ID {sid}): non-target {r.lesion_id} recorded {r.state} at "
                 "baseline; treated as present"
             )
-
-    tid = [r.lesion_id for r in targets]
-    t_node = {r.lesion_id: r.is_node for r in targets}
-    ntid = [r.lesion_id for r in nontargets]
-    nt_node = {r.lesion_id: r.is_node for r in nontargets}
     measurable = bool(targets)
-    sld0 = math.fsum(r.diam for r in targets) if measurable else math.nan
+    return _Baseline(
+        day=baseline_day,
+        lesions=blesion,
+        tid=[r.lesion_id for r in targets],
+        t_node={r.lesion_id: r.is_node for r in targets},
+        ntid=[r.lesion_id for r in nontargets],
+        nt_node={r.lesion_id: r.is_node for r in nontargets},
+        measurable=measurable,
+        sld0=math.fsum(r.diam for r in targets) if measurable else math.nan,
+    )
 
-    # ---- follow-up consistency ----------------------------------------------------------------
+
+# ---- follow-up consistency ----------------------------------------------------------------------
+
+
+def _check_followup_record(sid: str, r: _Rec, bl: _Baseline) -> None:
+    """A post-baseline record must agree with the baseline lesion types and its own type."""
+    if r.ltype == "target" and r.lesion_id not in bl.t_node:
+        was = "non-target" if r.lesion_id in bl.nt_node else "not a baseline lesion"
+        raise DataError(
+            f"lesion {r.lesion_id} is recorded as target at day {_fmt(r.day)} but was {was} "
+            "at baseline",
+            row=r.row,
+            subject=sid,
+            column="lesion_id",
+            value=r.lesion_id,
+            fix="target lesions are chosen at baseline: record a lesion that appeared later "
+            "as lesion_type 'new', or correct the lesion_id",
+        )
+    if r.ltype == "nontarget" and r.lesion_id not in bl.nt_node:
+        was = "target" if r.lesion_id in bl.t_node else "not a baseline lesion"
+        raise DataError(
+            f"lesion {r.lesion_id} is recorded as non-target at day {_fmt(r.day)} but was "
+            f"{was} at baseline",
+            row=r.row,
+            subject=sid,
+            column="lesion_id",
+            value=r.lesion_id,
+            fix="keep the baseline lesion_type; record lesions appearing after the first dose "
+            "as lesion_type 'new'",
+        )
+    if r.ltype == "new" and r.lesion_id in bl.lesions:
+        raise DataError(
+            f"new lesion {r.lesion_id} at day {_fmt(r.day)} has the id of a baseline lesion",
+            row=r.row,
+            subject=sid,
+            column="lesion_id",
+            value=r.lesion_id,
+            fix="give new lesions their own ids (e.g. NEW01)",
+        )
+    if r.ltype == "target" and r.state in ("equivocal", "unequivocal"):
+        raise DataError(
+            f"state {r.state!r} is not a target-lesion state",
+            row=r.row,
+            subject=sid,
+            column="state",
+            value=r.state,
+            fix="targets are measured: give diameter_mm, or state absent / too_small / "
+            "not_evaluated",
+        )
+    if (
+        r.ltype == "target"
+        and r.state == "absent"
+        and not bl.t_node[r.lesion_id]
+        and not math.isnan(r.diam)
+        and r.diam > 0
+    ):
+        raise DataError(
+            f"target {r.lesion_id} is 'absent' but has a diameter",
+            row=r.row,
+            subject=sid,
+            column="diameter_mm",
+            value=r.diam,
+            fix="an absent non-nodal target is 0 mm: clear the diameter or the state",
+        )
+
+
+def _followup_by_day(
+    sid: str, post: list[_Rec], bl: _Baseline, ignored: dict[int, str]
+) -> dict[float, list[_Rec]]:
+    """Checked post-baseline records grouped by assessment day (uninformative rows noted)."""
     by_day: dict[float, list[_Rec]] = defaultdict(list)
     for r in post:
-        if r.ltype == "target" and r.lesion_id not in t_node:
-            was = "non-target" if r.lesion_id in nt_node else "not a baseline lesion"
-            raise DataError(
-                f"lesion {r.lesion_id} is recorded as target at day {_fmt(r.day)} but was {was} "
-                "at baseline",
-                row=r.row,
-                subject=sid,
-                column="lesion_id",
-                value=r.lesion_id,
-                fix="target lesions are chosen at baseline: record a lesion that appeared later "
-                "as lesion_type 'new', or correct the lesion_id",
-            )
-        if r.ltype == "nontarget" and r.lesion_id not in nt_node:
-            was = "target" if r.lesion_id in t_node else "not a baseline lesion"
-            raise DataError(
-                f"lesion {r.lesion_id} is recorded as non-target at day {_fmt(r.day)} but was "
-                f"{was} at baseline",
-                row=r.row,
-                subject=sid,
-                column="lesion_id",
-                value=r.lesion_id,
-                fix="keep the baseline lesion_type; record lesions appearing after the first dose "
-                "as lesion_type 'new'",
-            )
-        if r.ltype == "new" and r.lesion_id in blesion:
-            raise DataError(
-                f"new lesion {r.lesion_id} at day {_fmt(r.day)} has the id of a baseline lesion",
-                row=r.row,
-                subject=sid,
-                column="lesion_id",
-                value=r.lesion_id,
-                fix="give new lesions their own ids (e.g. NEW01)",
-            )
-        if r.ltype == "target" and r.state in ("equivocal", "unequivocal"):
-            raise DataError(
-                f"state {r.state!r} is not a target-lesion state",
-                row=r.row,
-                subject=sid,
-                column="state",
-                value=r.state,
-                fix="targets are measured: give diameter_mm, or state absent / too_small / "
-                "not_evaluated",
-            )
-        if (
-            r.ltype == "target"
-            and r.state == "absent"
-            and not t_node[r.lesion_id]
-            and not math.isnan(r.diam)
-            and r.diam > 0
-        ):
-            raise DataError(
-                f"target {r.lesion_id} is 'absent' but has a diameter",
-                row=r.row,
-                subject=sid,
-                column="diameter_mm",
-                value=r.diam,
-                fix="an absent non-nodal target is 0 mm: clear the diameter or the state",
-            )
+        _check_followup_record(sid, r, bl)
         if r.ltype == "new" and r.state in ("absent", "not_evaluated"):
             ignored[r.row] = f"new lesion state {r.state}: no new lesion recorded"
         by_day[r.day].append(r)
-    days = sorted(by_day)
-    death = info.get("death_day", math.nan)
+    return by_day
+
+
+def _check_after_death(sid: str, post: list[_Rec], days: list[float], death: float) -> None:
+    """No assessment after ``death_day``."""
     if not math.isnan(death) and days and days[-1] > death + _EPS:
         late = [r for r in post if r.day > death + _EPS][0]
         raise DataError(
@@ -1011,34 +1153,215 @@ def _evaluate_subject(
             fix="check the death day in the subjects table or the scan day",
         )
 
-    # ---- time points --------------------------------------------------------------------------
-    n = len(days)
-    tr: list[str] = []
-    ntr: list[str] = []
-    newl: list[object] = []
-    ovr: list[str] = []
-    backdated = [False] * n
-    sld_full: list[float] = []
-    sld_part: list[float] = []
-    nadirs: list[float] = []
-    n_assessed: list[int] = []
-    # aux for iRECIST
-    nt_unq: list[set] = []
-    nt_diam: list[dict] = []
-    new_unq: list[set] = []
-    new_diam: list[dict] = []
-    new_seen: list[set] = []  # any informative new-lesion record (equivocal or unequivocal)
 
-    nadir = sld0
+# ---- rules 2-6: time points ---------------------------------------------------------------------
+
+
+def _pd_before(ovr: list[str], k: int) -> bool:
+    """Was any assessment before ``k`` overall PD?"""
+    return any(o == "PD" for o in ovr[:k])
+
+
+def _confirmed_before(ovr: list[str], days: list[float], k: int, cfg: RecistConfig) -> bool:
+    """Was any CR/PR before ``k`` confirmed by assessments before ``k``?"""
+    return any(_is_confirmed(ovr[:k], days[:k], i, cfg) for i in range(k))
+
+
+def _target_values(
+    sid: str,
+    tid: list[str],
+    trec: dict[str, _Rec],
+    d: float,
+    cfg: RecistConfig,
+    log: list[str],
+) -> dict[str, float]:
+    """Rule 2: the value (mm) of every assessed target at day ``d``."""
+    values: dict[str, float] = {}
+    for lid in tid:
+        r = trec.get(lid)
+        if r is None or r.state == "not_evaluated":
+            continue
+        if r.state == "absent":
+            values[lid] = 0.0 if math.isnan(r.diam) else r.diam
+        elif r.state == "too_small":
+            if math.isnan(r.diam):
+                values[lid] = cfg.too_small_mm
+                log.append(
+                    f"row {r.row} (ID {sid}): target {lid} too small to measure at day "
+                    f"{_fmt(d)} -> {_fmt(cfg.too_small_mm)} mm"
+                )
+            else:
+                values[lid] = r.diam
+        elif not math.isnan(r.diam):
+            values[lid] = r.diam
+        else:
+            log.append(
+                f"row {r.row} (ID {sid}): target {lid} has no diameter at day {_fmt(d)}; "
+                "not assessed"
+            )
+    return values
+
+
+def _target_response(
+    bl: _Baseline,
+    values: dict[str, float],
+    part: float,
+    complete: bool,
+    nadir: float,
+    tp: _TimePoints,
+    k: int,
+    cfg: RecistConfig,
+) -> tuple[str, bool]:
+    """Rule 3: target response at assessment ``k``, and whether earlier CRs are to be
+    downgraded (``cr_reappearance="downgrade"``)."""
+    reappeared = any(
+        (v >= cfg.node_normal_mm - _EPS) if bl.t_node[lid] else (v > _EPS)
+        for lid, v in values.items()
+    )
+    if not bl.measurable:
+        t = "NA"
+    elif not complete:
+        t = "PD" if _meets_pd(part, nadir, cfg) else "NE"
+    elif not reappeared:
+        t = "CR"
+    elif _meets_pd(part, nadir, cfg):
+        t = "PD"
+    elif part <= (1.0 - cfg.pr_rel) * bl.sld0 + _EPS:
+        t = "PR"
+    else:
+        t = "SD"
+    downgrade = False
+    had_target_cr = "CR" in tp.tr
+    if bl.measurable and had_target_cr and reappeared and t not in ("PD",):
+        # CR followed by reappearance (RECIST Table 3 footnote)
+        if cfg.cr_reappearance == "pd":
+            t = "PD"
+        elif not _pd_before(tp.ovr, k):
+            downgrade = True
+    if t == "SD" and cfg.pr_persistence and _confirmed_before(tp.ovr, tp.days, k, cfg):
+        t = "PR"
+    return t, downgrade
+
+
+def _nontarget_response(bl: _Baseline, ntrec: dict[str, _Rec], cfg: RecistConfig) -> str:
+    """Rule 4: non-target response ("NA" without non-target lesions)."""
+    if not bl.ntid:
+        return "NA"
+    pd_nt = ne_nt = False
+    all_gone = True
+    for lid in bl.ntid:
+        r = ntrec.get(lid)
+        if r is None or r.state == "not_evaluated":
+            ne_nt = True
+            continue
+        if r.state == "unequivocal":
+            pd_nt = True
+            all_gone = False
+            continue
+        dv = r.diam
+        if r.state == "absent":
+            gone = True
+        elif bl.nt_node[lid]:  # a node is normal (gone) below node_normal_mm
+            gone = not math.isnan(dv) and dv < cfg.node_normal_mm - _EPS
+        else:  # empty state with a recorded 0 mm means gone
+            gone = r.state == "" and not math.isnan(dv) and dv <= _EPS
+        if not gone:
+            all_gone = False
+    if pd_nt:
+        return "PD"
+    if ne_nt:
+        return "NE"
+    if all_gone:
+        return "CR"
+    return _NONCR
+
+
+def _new_lesions(nrec: list[_Rec], tp: _TimePoints) -> tuple[set, set, object]:
+    """Rule 5: unequivocal and equivocal new lesion ids and the ``new_lesions`` value
+    (True / "equivocal" / False); records the iRECIST details in ``tp``."""
+    unq = {r.lesion_id for r in nrec if r.state in ("", "present", "unequivocal", "too_small")}
+    eqv = {r.lesion_id for r in nrec if r.state == "equivocal"} - unq
+    tp.new_unq.append(unq)
+    tp.new_seen.append(unq | eqv)
+    tp.new_diam.append(
+        {r.lesion_id: r.diam for r in nrec if r.lesion_id in unq and not math.isnan(r.diam)}
+    )
+    nl: object = True if unq else ("equivocal" if eqv else False)
+    return unq, eqv, nl
+
+
+def _overall_response(t: str, nt: str, nl: object, measurable: bool) -> str:
+    """Rule 6: overall time-point response (RECIST Tables 1 and 2)."""
+    if t == "PD" or nt == "PD" or nl is True:
+        return "PD"
+    if measurable:
+        if t == "CR":
+            return "CR" if nt in ("CR", "NA") else "PR"
+        if t == "PR":
+            return "PR"
+        if t == "SD":
+            return "SD"
+        return "NE"
+    return {"CR": "CR", _NONCR: _NONCR}.get(nt, "NE")
+
+
+def _downgrade_earlier_cr(
+    sid: str, d: float, k: int, measurable: bool, tp: _TimePoints, log: list[str]
+) -> None:
+    """``cr_reappearance="downgrade"``: the CRs before ``k`` become PR (NON-CR/NON-PD)."""
+    for j in range(k):
+        if tp.tr[j] == "CR":
+            tp.tr[j] = "PR"
+        if tp.ovr[j] == "CR":  # Table 2 has no PR: non-measurable CR -> NON-CR/NON-PD
+            tp.ovr[j] = "PR" if measurable else _NONCR
+    log.append(
+        f"ID {sid}: disease seen again at day {_fmt(d)} after CR; earlier CR downgraded "
+        "(cr_reappearance='downgrade')"
+    )
+
+
+def _backdate_equivocal(
+    sid: str,
+    d: float,
+    k: int,
+    unq: set,
+    eqv: set,
+    first_equivocal: dict[str, int],
+    tp: _TimePoints,
+    log: list[str],
+) -> None:
+    """Rule 5: an equivocal new lesion later confirmed: PD dated at the first scan showing it."""
+    if not _pd_before(tp.ovr, k):
+        hits = sorted(first_equivocal[lid] for lid in unq if lid in first_equivocal)
+        if hits:
+            k1 = hits[0]
+            ovr_k1 = tp.ovr[k1]
+            if ovr_k1 != "PD":
+                tp.ovr[k1] = "PD"
+                tp.backdated[k1] = True
+                log.append(
+                    f"ID {sid}: equivocal new lesion at day {_fmt(tp.days[k1])} confirmed "
+                    f"unequivocal at day {_fmt(d)}; PD dated day {_fmt(tp.days[k1])}"
+                )
+    for lid in unq:
+        first_equivocal.pop(lid, None)
+    for lid in sorted(eqv):
+        if lid not in first_equivocal and not any(lid in s for s in tp.new_seen[:k]):
+            first_equivocal[lid] = k
+
+
+def _assess_time_points(
+    sid: str,
+    bl: _Baseline,
+    by_day: dict[float, list[_Rec]],
+    days: list[float],
+    cfg: RecistConfig,
+    log: list[str],
+) -> _TimePoints:
+    """Rules 2-6 at every post-baseline assessment, in day order."""
+    tp = _TimePoints(days=days, backdated=[False] * len(days))
+    nadir = bl.sld0
     first_equivocal: dict[str, int] = {}
-    t_reappear_flag = [False] * n
-
-    def first_pd_before(k: int) -> bool:
-        return any(o == "PD" for o in ovr[:k])
-
-    def confirmed_before(k: int) -> bool:
-        return any(_is_confirmed(ovr[:k], days[:k], i, cfg) for i in range(k))
-
     for k, d in enumerate(days):
         rows_k = by_day[d]
         trec = {r.lesion_id: r for r in rows_k if r.ltype == "target"}
@@ -1046,176 +1369,64 @@ def _evaluate_subject(
         nrec = [r for r in rows_k if r.ltype == "new"]
 
         # -- target lesions
-        values: dict[str, float] = {}
-        for lid in tid:
-            r = trec.get(lid)
-            if r is None or r.state == "not_evaluated":
-                continue
-            if r.state == "absent":
-                values[lid] = 0.0 if math.isnan(r.diam) else r.diam
-            elif r.state == "too_small":
-                if math.isnan(r.diam):
-                    values[lid] = cfg.too_small_mm
-                    log.append(
-                        f"row {r.row} (ID {sid}): target {lid} too small to measure at day "
-                        f"{_fmt(d)} -> {_fmt(cfg.too_small_mm)} mm"
-                    )
-                else:
-                    values[lid] = r.diam
-            elif not math.isnan(r.diam):
-                values[lid] = r.diam
-            else:
-                log.append(
-                    f"row {r.row} (ID {sid}): target {lid} has no diameter at day {_fmt(d)}; "
-                    "not assessed"
-                )
+        values = _target_values(sid, bl.tid, trec, d, cfg, log)
         part = math.fsum(values.values())
-        complete = measurable and len(values) == len(tid)
-        n_assessed.append(len(values))
-        sld_part.append(part if measurable else math.nan)
-        sld_full.append(part if complete else math.nan)
-        nadirs.append(nadir)
-        reappeared = any(
-            (v >= cfg.node_normal_mm - _EPS) if t_node[lid] else (v > _EPS)
-            for lid, v in values.items()
-        )
-        if not measurable:
-            t = "NA"
-        elif not complete:
-            t = "PD" if _meets_pd(part, nadir, cfg) else "NE"
-        elif not reappeared:
-            t = "CR"
-        elif _meets_pd(part, nadir, cfg):
-            t = "PD"
-        elif part <= (1.0 - cfg.pr_rel) * sld0 + _EPS:
-            t = "PR"
-        else:
-            t = "SD"
-        had_target_cr = "CR" in tr
-        if measurable and had_target_cr and reappeared and t not in ("PD",):
-            # CR followed by reappearance (RECIST Table 3 footnote)
-            if cfg.cr_reappearance == "pd":
-                t = "PD"
-            elif not first_pd_before(k):
-                t_reappear_flag[k] = True
-        if t == "SD" and cfg.pr_persistence and confirmed_before(k):
-            t = "PR"
+        complete = bl.measurable and len(values) == len(bl.tid)
+        tp.n_assessed.append(len(values))
+        tp.sld_part.append(part if bl.measurable else math.nan)
+        tp.sld_full.append(part if complete else math.nan)
+        tp.nadirs.append(nadir)
+        t, downgrade = _target_response(bl, values, part, complete, nadir, tp, k, cfg)
 
         # -- non-target lesions
-        if not ntid:
-            nt = "NA"
-        else:
-            pd_nt = ne_nt = False
-            all_gone = True
-            for lid in ntid:
-                r = ntrec.get(lid)
-                if r is None or r.state == "not_evaluated":
-                    ne_nt = True
-                    continue
-                if r.state == "unequivocal":
-                    pd_nt = True
-                    all_gone = False
-                    continue
-                dv = r.diam
-                if r.state == "absent":
-                    gone = True
-                elif nt_node[lid]:  # a node is normal (gone) below node_normal_mm
-                    gone = not math.isnan(dv) and dv < cfg.node_normal_mm - _EPS
-                else:  # empty state with a recorded 0 mm means gone
-                    gone = r.state == "" and not math.isnan(dv) and dv <= _EPS
-                if not gone:
-                    all_gone = False
-            if pd_nt:
-                nt = "PD"
-            elif ne_nt:
-                nt = "NE"
-            elif all_gone:
-                nt = "CR"
-            else:
-                nt = _NONCR
-        nt_unq.append({lid for lid, r in ntrec.items() if r.state == "unequivocal"})
-        nt_diam.append({lid: r.diam for lid, r in ntrec.items() if not math.isnan(r.diam)})
+        nt = _nontarget_response(bl, ntrec, cfg)
+        tp.nt_unq.append({lid for lid, r in ntrec.items() if r.state == "unequivocal"})
+        tp.nt_diam.append({lid: r.diam for lid, r in ntrec.items() if not math.isnan(r.diam)})
 
         # -- new lesions
-        unq = {r.lesion_id for r in nrec if r.state in ("", "present", "unequivocal", "too_small")}
-        eqv = {r.lesion_id for r in nrec if r.state == "equivocal"} - unq
-        new_unq.append(unq)
-        new_seen.append(unq | eqv)
-        new_diam.append(
-            {r.lesion_id: r.diam for r in nrec if r.lesion_id in unq and not math.isnan(r.diam)}
-        )
-        nl: object = True if unq else ("equivocal" if eqv else False)
+        unq, eqv, nl = _new_lesions(nrec, tp)
 
         # -- overall (Tables 1 and 2)
-        if t == "PD" or nt == "PD" or nl is True:
-            o = "PD"
-        elif measurable:
-            if t == "CR":
-                o = "CR" if nt in ("CR", "NA") else "PR"
-            elif t == "PR":
-                o = "PR"
-            elif t == "SD":
-                o = "SD"
-            else:
-                o = "NE"
-        else:
-            o = {"CR": "CR", _NONCR: _NONCR}.get(nt, "NE")
-        if o != "PD" and nt == _NONCR and "CR" in ovr:
+        o = _overall_response(t, nt, nl, bl.measurable)
+        if o != "PD" and nt == _NONCR and "CR" in tp.ovr:
             # overall CR followed by disease seen again (RECIST Table 3 footnote)
             if cfg.cr_reappearance == "pd":
                 o = "PD"
-            elif not first_pd_before(k):
-                t_reappear_flag[k] = True
-        if t_reappear_flag[k]:
-            for j in range(k):
-                if tr[j] == "CR":
-                    tr[j] = "PR"
-                if ovr[j] == "CR":  # Table 2 has no PR: non-measurable CR -> NON-CR/NON-PD
-                    ovr[j] = "PR" if measurable else _NONCR
-            log.append(
-                f"ID {sid}: disease seen again at day {_fmt(d)} after CR; earlier CR downgraded "
-                "(cr_reappearance='downgrade')"
-            )
+            elif not _pd_before(tp.ovr, k):
+                downgrade = True
+        if downgrade:
+            _downgrade_earlier_cr(sid, d, k, bl.measurable, tp, log)
 
         # -- equivocal new lesion later confirmed: PD dated at the first scan showing it
-        if not first_pd_before(k):
-            hits = sorted(first_equivocal[lid] for lid in unq if lid in first_equivocal)
-            if hits:
-                k1 = hits[0]
-                ovr_k1 = ovr[k1]
-                if ovr_k1 != "PD":
-                    ovr[k1] = "PD"
-                    backdated[k1] = True
-                    log.append(
-                        f"ID {sid}: equivocal new lesion at day {_fmt(days[k1])} confirmed "
-                        f"unequivocal at day {_fmt(d)}; PD dated day {_fmt(days[k1])}"
-                    )
-        for lid in unq:
-            first_equivocal.pop(lid, None)
-        for lid in sorted(eqv):
-            if lid not in first_equivocal and not any(lid in s for s in new_seen[:k]):
-                first_equivocal[lid] = k
+        _backdate_equivocal(sid, d, k, unq, eqv, first_equivocal, tp, log)
 
-        tr.append(t)
-        ntr.append(nt)
-        newl.append(nl)
-        ovr.append(o)
+        tp.tr.append(t)
+        tp.ntr.append(nt)
+        tp.newl.append(nl)
+        tp.ovr.append(o)
         if complete:
             nadir = min(nadir, part)
+    return tp
 
-    # ---- assemble visits ----------------------------------------------------------------------
+
+# ---- visits table -------------------------------------------------------------------------------
+
+
+def _visit_rows(sid: str, bl: _Baseline, tp: _TimePoints) -> list[dict]:
+    """Rows of ``RecistResult.visits`` for one subject: baseline, then every assessment."""
+    sld0 = bl.sld0
     visits = [
         {
             "subject": sid,
-            "day": baseline_day,
+            "day": bl.day,
             "is_baseline": True,
-            "n_targets": len(tid),
-            "n_targets_assessed": len(tid),
+            "n_targets": len(bl.tid),
+            "n_targets_assessed": len(bl.tid),
             "sld_mm": sld0,
             "sld_partial_mm": sld0,
             "nadir_mm": sld0,
-            "pct_change_baseline": 0.0 if measurable and sld0 > 0 else math.nan,
-            "pct_change_nadir": 0.0 if measurable and sld0 > 0 else math.nan,
+            "pct_change_baseline": 0.0 if bl.measurable and sld0 > 0 else math.nan,
+            "pct_change_nadir": 0.0 if bl.measurable and sld0 > 0 else math.nan,
             "target_response": None,
             "nontarget_response": None,
             "new_lesions": None,
@@ -1223,18 +1434,18 @@ def _evaluate_subject(
             "pd_backdated": False,
         }
     ]
-    for k, d in enumerate(days):
-        s = sld_full[k]
-        nd = nadirs[k]
+    for k, d in enumerate(tp.days):
+        s = tp.sld_full[k]
+        nd = tp.nadirs[k]
         visits.append(
             {
                 "subject": sid,
                 "day": d,
                 "is_baseline": False,
-                "n_targets": len(tid),
-                "n_targets_assessed": n_assessed[k],
+                "n_targets": len(bl.tid),
+                "n_targets_assessed": tp.n_assessed[k],
                 "sld_mm": s,
-                "sld_partial_mm": sld_part[k],
+                "sld_partial_mm": tp.sld_part[k],
                 "nadir_mm": nd,
                 "pct_change_baseline": 100.0 * (s - sld0) / sld0
                 if not math.isnan(s) and sld0 > 0
@@ -1242,40 +1453,56 @@ def _evaluate_subject(
                 "pct_change_nadir": 100.0 * (s - nd) / nd
                 if not math.isnan(s) and nd > 0
                 else math.nan,
-                "target_response": tr[k],
-                "nontarget_response": ntr[k],
-                "new_lesions": newl[k],
-                "overall_response": ovr[k],
-                "pd_backdated": backdated[k],
+                "target_response": tp.tr[k],
+                "nontarget_response": tp.ntr[k],
+                "new_lesions": tp.newl[k],
+                "overall_response": tp.ovr[k],
+                "pd_backdated": tp.backdated[k],
             }
         )
+    return visits
 
-    # ---- per-subject endpoints ----------------------------------------------------------------
+
+# ---- rules 7-8: per-subject endpoints -----------------------------------------------------------
+
+
+def _bor_window(days: list[float], ntd: float, cfg: RecistConfig) -> list[int]:
+    """Indices of the assessments in the BOR window (rule 7), before the first-PD cut."""
     start = cfg.pfs_start_day
-    ntd = info.get("new_therapy_day", math.nan)
-    lka = info.get("last_known_alive_day", math.nan)
 
     def in_window(d: float) -> bool:
         if d < start - _EPS:
             return False
         return not (cfg.bor_exclude_after_new_therapy and not math.isnan(ntd) and d > ntd + _EPS)
 
-    widx = [k for k in range(n) if in_window(days[k])]
+    return [k for k in range(len(days)) if in_window(days[k])]
+
+
+def _window_until(
+    widx: list[int], resp: list[str], days: list[float], stop: str
+) -> tuple[list[str], list[float]]:
+    """Responses and days of the window up to and including the first ``stop`` response."""
     w_resp, w_days = [], []
     for k in widx:
-        w_resp.append(ovr[k])
+        w_resp.append(resp[k])
         w_days.append(days[k])
-        if ovr[k] == "PD":
+        if resp[k] == stop:
             break
-    bor, bor_day = _bor(w_resp, w_days, start, cfg, confirmed=False)
-    cbor, cbor_day = _bor(w_resp, w_days, start, cfg, confirmed=True)
+    return w_resp, w_days
 
-    a_days = [days[k] for k in range(n)]
-    pd_days = [days[k] for k in range(n) if ovr[k] == "PD" and days[k] >= start - _EPS]
-    pd_day = pd_days[0] if pd_days else math.nan
-    pfs = _time_to_event(start, a_days, ovr, pd_day, death, ntd, cfg)
 
-    responder = (cbor if cfg.dor_confirmed else bor) in ("CR", "PR")
+def _duration_of_response(
+    w_resp: list[str],
+    w_days: list[float],
+    responder: bool,
+    a_days: list[float],
+    ovr: list[str],
+    pd_day: float,
+    death: float,
+    ntd: float,
+    cfg: RecistConfig,
+) -> dict:
+    """Rule 8 DoR: from the first (confirmed) CR/PR to PD or death (responders only)."""
     dor = {"days": math.nan, "event": np.nan, "start": math.nan}
     if responder:
         if cfg.dor_confirmed:
@@ -1288,31 +1515,70 @@ def _evaluate_subject(
             rs = [w_days[i] for i in range(len(w_resp)) if w_resp[i] in ("CR", "PR")][0]
         tte = _time_to_event(rs, a_days, ovr, pd_day, death, ntd, cfg)
         dor = {"days": tte["days"], "event": tte["event"], "start": rs}
+    return dor
 
+
+def _sld_endpoints(bl: _Baseline, tp: _TimePoints, w_days: list[float]) -> tuple[float, float]:
+    """Best % change from baseline and the nadir over the complete assessments of the window."""
+    sld0 = bl.sld0
     w_set = set(w_days)
     comp = [
-        (days[k], sld_full[k]) for k in range(n) if not math.isnan(sld_full[k]) and days[k] in w_set
+        (tp.days[k], tp.sld_full[k])
+        for k in range(len(tp.days))
+        if not math.isnan(tp.sld_full[k]) and tp.days[k] in w_set
     ]
     best_pct = min(100.0 * (s - sld0) / sld0 for _, s in comp) if comp and sld0 > 0 else math.nan
-    subj_nadir = min([sld0] + [s for _, s in comp]) if measurable else math.nan
+    subj_nadir = min([sld0] + [s for _, s in comp]) if bl.measurable else math.nan
+    return best_pct, subj_nadir
 
+
+def _overall_survival(
+    info: dict, days: list[float], baseline_day: float, cfg: RecistConfig
+) -> tuple[float, object]:
+    """Rule 8 OS (only with a subjects table): death, else censored at last known alive."""
+    start = cfg.pfs_start_day
+    death = info.get("death_day", math.nan)
+    lka = info.get("last_known_alive_day", math.nan)
     add = 1.0 if cfg.pfs_add_one else 0.0
     if info:
         if not math.isnan(death):
-            os_days, os_event = death - start + add, 1
-        else:
-            last = lka if not math.isnan(lka) else (days[-1] if days else baseline_day)
-            os_days, os_event = max(last, start) - start + add, 0
-    else:
-        os_days, os_event = math.nan, np.nan
+            return death - start + add, 1
+        last = lka if not math.isnan(lka) else (days[-1] if days else baseline_day)
+        return max(last, start) - start + add, 0
+    return math.nan, np.nan
+
+
+def _subject_endpoints(
+    sid: str, bl: _Baseline, tp: _TimePoints, info: dict, cfg: RecistConfig
+) -> tuple[dict, list[int]]:
+    """Rules 7-8: one row of ``RecistResult.subjects`` and the BOR window indices."""
+    days, ovr = tp.days, tp.ovr
+    start = cfg.pfs_start_day
+    ntd = info.get("new_therapy_day", math.nan)
+    death = info.get("death_day", math.nan)
+
+    widx = _bor_window(days, ntd, cfg)
+    w_resp, w_days = _window_until(widx, ovr, days, "PD")
+    bor, bor_day = _bor(w_resp, w_days, start, cfg, confirmed=False)
+    cbor, cbor_day = _bor(w_resp, w_days, start, cfg, confirmed=True)
+
+    a_days = [days[k] for k in range(len(days))]
+    pd_days = [days[k] for k in range(len(days)) if ovr[k] == "PD" and days[k] >= start - _EPS]
+    pd_day = pd_days[0] if pd_days else math.nan
+    pfs = _time_to_event(start, a_days, ovr, pd_day, death, ntd, cfg)
+
+    responder = (cbor if cfg.dor_confirmed else bor) in ("CR", "PR")
+    dor = _duration_of_response(w_resp, w_days, responder, a_days, ovr, pd_day, death, ntd, cfg)
+    best_pct, subj_nadir = _sld_endpoints(bl, tp, w_days)
+    os_days, os_event = _overall_survival(info, days, bl.day, cfg)
 
     summary = {
         "subject": sid,
-        "baseline_day": baseline_day,
-        "baseline_sld_mm": sld0,
-        "measurable": measurable,
-        "n_targets": len(tid),
-        "n_nontargets": len(ntid),
+        "baseline_day": bl.day,
+        "baseline_sld_mm": bl.sld0,
+        "measurable": bl.measurable,
+        "n_targets": len(bl.tid),
+        "n_nontargets": len(bl.ntid),
         "bor": bor,
         "bor_day": bor_day,
         "bor_confirmed": cbor,
@@ -1330,65 +1596,134 @@ def _evaluate_subject(
         "os_days": os_days,
         "os_event": os_event,
     }
+    return summary, widx
 
+
+# ---- rule 9: iRECIST ----------------------------------------------------------------------------
+
+
+def _add_irecist(
+    visits: list[dict],
+    summary: dict,
+    tp: _TimePoints,
+    widx: list[int],
+    info: dict,
+    cfg: RecistConfig,
+) -> None:
+    """Rule 9: iRECIST columns of the visits and iBOR / iPFS of the subject (in place)."""
+    days = tp.days
+    n = len(days)
+    start = cfg.pfs_start_day
+    ntd = info.get("new_therapy_day", math.nan)
+    death = info.get("death_day", math.nan)
+    a_days = [days[k] for k in range(n)]
+    ires = _irecist(tp, cfg)
+    for k in range(n):
+        visits[k + 1]["itarget_response"] = _I_MAP[tp.tr[k]]
+        visits[k + 1]["inontarget_response"] = _I_MAP[tp.ntr[k]]
+        visits[k + 1]["ioverall_response"] = ires["resp"][k]
+    visits[0]["itarget_response"] = None
+    visits[0]["inontarget_response"] = None
+    visits[0]["ioverall_response"] = None
+    iw_resp, iw_days = _window_until(widx, ires["resp"], days, "iCPD")
+    summary["ibor"] = _ibor(iw_resp, iw_days, start, cfg)
+    ipd_day = ires["ipd_day"]
+    if math.isnan(ipd_day) and cfg.ipfs_unconfirmed == "event":
+        ipd_day = ires["unconfirmed_day"]
+    ipfs = _time_to_event(start, a_days, tp.ovr, ipd_day, death, ntd, cfg)
+    summary["ipfs_days"] = ipfs["days"]
+    summary["ipfs_event"] = ipfs["event"]
+    summary["ipfs_day"] = ipfs["day"]
+    summary["ipfs_censor_reason"] = ipfs["censor_reason"]
+    summary["iupd_unconfirmed"] = not math.isnan(ires["unconfirmed_day"])
+
+
+def _evaluate_subject(
+    sid: str,
+    recs: list[_Rec],
+    info: dict,
+    cfg: RecistConfig,
+    log: list[str],
+    ignored: dict[int, str],
+) -> tuple[list[dict], dict]:
+    """All rules for one subject: its ``visits`` rows and its ``subjects`` row."""
+    base, post = _split_baseline(sid, recs)
+    bl = _baseline(sid, base, cfg, log)
+    by_day = _followup_by_day(sid, post, bl, ignored)
+    days = sorted(by_day)
+    _check_after_death(sid, post, days, info.get("death_day", math.nan))
+    tp = _assess_time_points(sid, bl, by_day, days, cfg, log)
+    visits = _visit_rows(sid, bl, tp)
+    summary, widx = _subject_endpoints(sid, bl, tp, info, cfg)
     if cfg.irecist:
-        ires = _irecist(
-            days,
-            ovr,
-            tr,
-            ntr,
-            newl,
-            backdated,
-            sld_part,
-            nt_unq,
-            nt_diam,
-            new_unq,
-            new_diam,
-            new_seen,
-            cfg,
-        )
-        for k in range(n):
-            visits[k + 1]["itarget_response"] = _I_MAP[tr[k]]
-            visits[k + 1]["inontarget_response"] = _I_MAP[ntr[k]]
-            visits[k + 1]["ioverall_response"] = ires["resp"][k]
-        visits[0]["itarget_response"] = None
-        visits[0]["inontarget_response"] = None
-        visits[0]["ioverall_response"] = None
-        iw_resp, iw_days = [], []
-        for k in widx:
-            iw_resp.append(ires["resp"][k])
-            iw_days.append(days[k])
-            if ires["resp"][k] == "iCPD":
-                break
-        summary["ibor"] = _ibor(iw_resp, iw_days, start, cfg)
-        ipd_day = ires["ipd_day"]
-        if math.isnan(ipd_day) and cfg.ipfs_unconfirmed == "event":
-            ipd_day = ires["unconfirmed_day"]
-        ipfs = _time_to_event(start, a_days, ovr, ipd_day, death, ntd, cfg)
-        summary["ipfs_days"] = ipfs["days"]
-        summary["ipfs_event"] = ipfs["event"]
-        summary["ipfs_day"] = ipfs["day"]
-        summary["ipfs_censor_reason"] = ipfs["censor_reason"]
-        summary["iupd_unconfirmed"] = not math.isnan(ires["unconfirmed_day"])
+        _add_irecist(visits, summary, tp, widx, info, cfg)
     return visits, summary
 
 
-def _irecist(
-    days,
-    ovr,
-    tr,
-    ntr,
-    newl,
-    backdated,
-    sld_part,
-    nt_unq,
-    nt_diam,
-    new_unq,
-    new_diam,
-    new_seen,
-    cfg: RecistConfig,
-) -> dict:
+def _ipd_categories(tp: _TimePoints, k: int) -> set:
+    """Categories (target, nontarget, new) in RECIST PD at assessment ``k``."""
+    c = set()
+    if tp.tr[k] == "PD":
+        c.add("target")
+    if tp.ntr[k] == "PD":
+        c.add("nontarget")
+    if tp.newl[k] is True or tp.backdated[k]:
+        c.add("new")
+    return c
+
+
+def _irecist_add_refs(b: dict, cats: set, k: int, tp: _TimePoints, known_new: set) -> None:
+    """Record assessment ``k`` as the reference of the block's newly iUPD categories."""
+    for c in cats - b["cats"]:
+        b["cats"].add(c)
+        if c == "target":
+            b["t_ref"] = tp.sld_part[k]
+        elif c == "nontarget":
+            b["nt_ref"] = dict(tp.nt_diam[k])
+            b["nt_unq"] = set(tp.nt_unq[k])
+        else:
+            b["nl_ref"] = dict(tp.new_diam[k])
+    b["nl_known"] = set(known_new) | set(tp.new_seen[k])
+
+
+def _irecist_confirms(blk: dict, cats: set, k: int, tp: _TimePoints, cfg: RecistConfig) -> bool:
+    """Does assessment ``k`` show the further progression that confirms the iUPD block?"""
+    confirm = False
+    if "target" in blk["cats"]:
+        if not math.isnan(tp.sld_part[k]) and tp.sld_part[k] - blk["t_ref"] >= (
+            cfg.pd_abs_mm - _EPS
+        ):
+            confirm = True
+    elif "target" in cats:
+        confirm = True
+    if "nontarget" in blk["cats"]:
+        grew = any(
+            v > blk["nt_ref"][lid] + _EPS
+            for lid, v in tp.nt_diam[k].items()
+            if lid in blk["nt_ref"]
+        )
+        if grew or (tp.nt_unq[k] - blk["nt_unq"]):
+            confirm = True
+    elif "nontarget" in cats:
+        confirm = True
+    if "new" in blk["cats"]:
+        if tp.new_unq[k] - blk["nl_known"]:
+            confirm = True
+        ref = blk["nl_ref"]
+        new_diam = tp.new_diam[k]
+        common = [lid for lid in ref if lid in new_diam]
+        if common and math.fsum(new_diam[lid] - ref[lid] for lid in common) >= (
+            cfg.pd_abs_mm - _EPS
+        ):
+            confirm = True
+    elif "new" in cats:
+        confirm = True
+    return confirm
+
+
+def _irecist(tp: _TimePoints, cfg: RecistConfig) -> dict:
     """iRECIST time-point responses (CONVENTIONS §3.9, Seymour 2017 Table 2)."""
+    days = tp.days
     n = len(days)
     resp: list[str] = []
     blk: dict | None = None
@@ -1396,72 +1731,22 @@ def _irecist(
     ipd_day = math.nan
     known_new: set = set()
 
-    def cats_at(k: int) -> set:
-        c = set()
-        if tr[k] == "PD":
-            c.add("target")
-        if ntr[k] == "PD":
-            c.add("nontarget")
-        if newl[k] is True or backdated[k]:
-            c.add("new")
-        return c
-
-    def add_refs(b: dict, cats: set, k: int) -> None:
-        for c in cats - b["cats"]:
-            b["cats"].add(c)
-            if c == "target":
-                b["t_ref"] = sld_part[k]
-            elif c == "nontarget":
-                b["nt_ref"] = dict(nt_diam[k])
-                b["nt_unq"] = set(nt_unq[k])
-            else:
-                b["nl_ref"] = dict(new_diam[k])
-        b["nl_known"] = set(known_new) | set(new_seen[k])
-
     for k in range(n):
-        o = ovr[k]
+        o = tp.ovr[k]
         is_pd = o == "PD"
         if done:
             resp.append("iCPD" if is_pd else _I_MAP[o])
         elif blk is None:
             if is_pd:
                 blk = {"first": k, "last": k, "cats": set()}
-                add_refs(blk, cats_at(k), k)
+                _irecist_add_refs(blk, _ipd_categories(tp, k), k, tp, known_new)
                 resp.append("iUPD")
             else:
                 resp.append(_I_MAP[o])
         else:
             gap = days[k] - days[blk["last"]]
-            cats = cats_at(k)
-            confirm = False
-            if "target" in blk["cats"]:
-                if not math.isnan(sld_part[k]) and sld_part[k] - blk["t_ref"] >= (
-                    cfg.pd_abs_mm - _EPS
-                ):
-                    confirm = True
-            elif "target" in cats:
-                confirm = True
-            if "nontarget" in blk["cats"]:
-                grew = any(
-                    v > blk["nt_ref"][lid] + _EPS
-                    for lid, v in nt_diam[k].items()
-                    if lid in blk["nt_ref"]
-                )
-                if grew or (nt_unq[k] - blk["nt_unq"]):
-                    confirm = True
-            elif "nontarget" in cats:
-                confirm = True
-            if "new" in blk["cats"]:
-                if new_unq[k] - blk["nl_known"]:
-                    confirm = True
-                ref = blk["nl_ref"]
-                common = [lid for lid in ref if lid in new_diam[k]]
-                if common and math.fsum(new_diam[k][lid] - ref[lid] for lid in common) >= (
-                    cfg.pd_abs_mm - _EPS
-                ):
-                    confirm = True
-            elif "new" in cats:
-                confirm = True
+            cats = _ipd_categories(tp, k)
+            confirm = _irecist_confirms(blk, cats, k, tp, cfg)
             early = gap < cfg.irecist_confirm_min_days - _EPS
             late = gap > cfg.irecist_confirm_max_days + _EPS
             if confirm and not early and not late:
@@ -1474,19 +1759,126 @@ def _irecist(
                 if not early:
                     blk["last"] = k
                     if late:
-                        add_refs(blk, cats, k)
+                        _irecist_add_refs(blk, cats, k, tp, known_new)
             elif o == "NE":
                 resp.append("NE")
             else:
                 resp.append(_I_MAP[o])
                 blk = None
-        known_new |= new_seen[k]
+        known_new |= tp.new_seen[k]
     unconfirmed = days[blk["first"]] if blk is not None and not done else math.nan
     return {"resp": resp, "ipd_day": ipd_day, "unconfirmed_day": unconfirmed}
 
 
 # --------------------------------------------------------------------------------------------------
 # public entry point
+
+_VISIT_COLUMNS = (
+    "subject",
+    "day",
+    "is_baseline",
+    "n_targets",
+    "n_targets_assessed",
+    "sld_mm",
+    "sld_partial_mm",
+    "nadir_mm",
+    "pct_change_baseline",
+    "pct_change_nadir",
+    "target_response",
+    "nontarget_response",
+    "new_lesions",
+    "overall_response",
+    "pd_backdated",
+)
+_SUBJECT_COLUMNS = (
+    "subject",
+    "baseline_day",
+    "baseline_sld_mm",
+    "measurable",
+    "n_targets",
+    "n_nontargets",
+    "bor",
+    "bor_day",
+    "bor_confirmed",
+    "bor_confirmed_day",
+    "pfs_days",
+    "pfs_event",
+    "pfs_day",
+    "pfs_event_type",
+    "pfs_censor_reason",
+    "dor_start_day",
+    "dor_days",
+    "dor_event",
+    "best_pct_change",
+    "nadir_mm",
+    "os_days",
+    "os_event",
+)
+_IRECIST_VISIT_COLUMNS = ("itarget_response", "inontarget_response", "ioverall_response")
+_IRECIST_SUBJECT_COLUMNS = (
+    "ibor",
+    "ipfs_days",
+    "ipfs_event",
+    "ipfs_day",
+    "ipfs_censor_reason",
+    "iupd_unconfirmed",
+)
+
+
+def _evaluate_subjects(
+    recs: list[_Rec], info: dict[str, dict], cfg: RecistConfig, log: list[str]
+) -> tuple[list[dict], list[dict], dict[int, str]]:
+    """Every subject in id order: visit rows, subject rows and the ignored input rows."""
+    by_subject: dict[str, list[_Rec]] = defaultdict(list)
+    for r in recs:
+        by_subject[r.subject].append(r)
+    ignored: dict[int, str] = {}
+    visit_rows: list[dict] = []
+    summaries: list[dict] = []
+    for sid in sorted(by_subject):
+        v, s = _evaluate_subject(sid, by_subject[sid], info.get(sid, {}), cfg, log, ignored)
+        visit_rows.extend(v)
+        summaries.append(s)
+    for sid in sorted(set(info) - set(by_subject)):
+        log.append(f"ID {sid}: in the subjects table but has no lesion records; not evaluated")
+    return visit_rows, summaries, ignored
+
+
+def _result_tables(
+    visit_rows: list[dict], summaries: list[dict], cfg: RecistConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``visits`` and ``subjects`` tables with their columns and dtypes."""
+    visit_cols = list(_VISIT_COLUMNS)
+    subj_cols = list(_SUBJECT_COLUMNS)
+    if cfg.irecist:
+        visit_cols += list(_IRECIST_VISIT_COLUMNS)
+        subj_cols += list(_IRECIST_SUBJECT_COLUMNS)
+    visits = pd.DataFrame(visit_rows, columns=visit_cols)
+    visits["new_lesions"] = visits["new_lesions"].astype(object)
+    subj_df = pd.DataFrame(summaries, columns=subj_cols)
+    for c in ("pfs_event",) + (("ipfs_event",) if cfg.irecist else ()):
+        subj_df[c] = subj_df[c].astype(int)
+    subj_df["dor_event"] = subj_df["dor_event"].astype("Int64")
+    subj_df["os_event"] = subj_df["os_event"].astype("Int64")
+    return visits, subj_df
+
+
+def _rows_table(recs: list[_Rec], ignored: dict[int, str], log: list[str]) -> pd.DataFrame:
+    """``RecistResult.rows``: every input row used or ignored; ignored rows are logged."""
+    rows = pd.DataFrame(
+        {
+            "row": [r.row for r in recs],
+            "subject": [r.subject for r in recs],
+            "day": [r.day for r in recs],
+            "lesion_id": [r.lesion_id for r in recs],
+            "status": ["ignored" if r.row in ignored else "used" for r in recs],
+            "reason": [ignored.get(r.row, "") for r in recs],
+        }
+    ).sort_values("row", kind="stable", ignore_index=True)
+    for r in recs:
+        if r.row in ignored:
+            log.append(f"row {r.row} (ID {r.subject}): ignored ({ignored[r.row]})")
+    return rows
 
 
 def evaluate(
@@ -1523,89 +1915,7 @@ def evaluate(
         raise TypeError(f"config must be a RecistConfig (got {type(cfg).__name__}).")
     recs, log = _normalize(lesions)
     info = _normalize_subjects(subjects)
-    by_subject: dict[str, list[_Rec]] = defaultdict(list)
-    for r in recs:
-        by_subject[r.subject].append(r)
-    ignored: dict[int, str] = {}
-    visit_rows: list[dict] = []
-    summaries: list[dict] = []
-    for sid in sorted(by_subject):
-        v, s = _evaluate_subject(sid, by_subject[sid], info.get(sid, {}), cfg, log, ignored)
-        visit_rows.extend(v)
-        summaries.append(s)
-    for sid in sorted(set(info) - set(by_subject)):
-        log.append(f"ID {sid}: in the subjects table but has no lesion records; not evaluated")
-
-    visit_cols = [
-        "subject",
-        "day",
-        "is_baseline",
-        "n_targets",
-        "n_targets_assessed",
-        "sld_mm",
-        "sld_partial_mm",
-        "nadir_mm",
-        "pct_change_baseline",
-        "pct_change_nadir",
-        "target_response",
-        "nontarget_response",
-        "new_lesions",
-        "overall_response",
-        "pd_backdated",
-    ]
-    subj_cols = [
-        "subject",
-        "baseline_day",
-        "baseline_sld_mm",
-        "measurable",
-        "n_targets",
-        "n_nontargets",
-        "bor",
-        "bor_day",
-        "bor_confirmed",
-        "bor_confirmed_day",
-        "pfs_days",
-        "pfs_event",
-        "pfs_day",
-        "pfs_event_type",
-        "pfs_censor_reason",
-        "dor_start_day",
-        "dor_days",
-        "dor_event",
-        "best_pct_change",
-        "nadir_mm",
-        "os_days",
-        "os_event",
-    ]
-    if cfg.irecist:
-        visit_cols += ["itarget_response", "inontarget_response", "ioverall_response"]
-        subj_cols += [
-            "ibor",
-            "ipfs_days",
-            "ipfs_event",
-            "ipfs_day",
-            "ipfs_censor_reason",
-            "iupd_unconfirmed",
-        ]
-    visits = pd.DataFrame(visit_rows, columns=visit_cols)
-    visits["new_lesions"] = visits["new_lesions"].astype(object)
-    subj_df = pd.DataFrame(summaries, columns=subj_cols)
-    for c in ("pfs_event",) + (("ipfs_event",) if cfg.irecist else ()):
-        subj_df[c] = subj_df[c].astype(int)
-    subj_df["dor_event"] = subj_df["dor_event"].astype("Int64")
-    subj_df["os_event"] = subj_df["os_event"].astype("Int64")
-
-    rows = pd.DataFrame(
-        {
-            "row": [r.row for r in recs],
-            "subject": [r.subject for r in recs],
-            "day": [r.day for r in recs],
-            "lesion_id": [r.lesion_id for r in recs],
-            "status": ["ignored" if r.row in ignored else "used" for r in recs],
-            "reason": [ignored.get(r.row, "") for r in recs],
-        }
-    ).sort_values("row", kind="stable", ignore_index=True)
-    for r in recs:
-        if r.row in ignored:
-            log.append(f"row {r.row} (ID {r.subject}): ignored ({ignored[r.row]})")
+    visit_rows, summaries, ignored = _evaluate_subjects(recs, info, cfg, log)
+    visits, subj_df = _result_tables(visit_rows, summaries, cfg)
+    rows = _rows_table(recs, ignored, log)
     return RecistResult(visits=visits, subjects=subj_df, log=log, rows=rows, config=cfg)
