@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -214,23 +215,8 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     residual : add the card's residual error as a ``DV`` column (clipped at 0 mm).
     chunk : patients per compiled batch.
     """
-    card = load_card(card) if isinstance(card, str) else card
-    if card.kind != "tumor":
-        raise ModelError(f"card {card.name} is a {card.kind} card. Fix: use a tumour card such "
-                         "as sclc_triplet_tgi (pkpd cards lists them)")
-    step = float(step_day or card.structure.get("grid_step_day", 1.0))
-    days, n_steps = _check_horizon(days, step)
-    _check_n(n)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ModelError(f"seed = {seed!r} must be a whole number >= 0. Fix: e.g. --seed 1")
-    protocol = as_protocol(protocol)
-    times = _check_times(times, days, n_steps * step)
-    n_rows = (1 if n is None else int(n)) * len(times)
-    if n_rows > MAX_OUTPUT_ROWS:
-        raise ModelError(
-            f"{n or 1} patient(s) x {len(times)} output times = {n_rows} trajectory rows; "
-            f"at most {MAX_OUTPUT_ROWS}. Fix: fewer patients (--n) or output times (--times)")
-    chunk = max(1, min(int(chunk), MAX_CHUNK_CELLS // n_steps))
+    card, protocol, days, step, n_steps, times, chunk = _check_inputs(
+        card, protocol, days, n=n, seed=seed, times=times, chunk=chunk, step_day=step_day)
     rng = np.random.default_rng(seed)
     drivers = _drivers_of(card, protocol)
     n_pat = 1 if n is None else int(n)
@@ -290,6 +276,56 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
         bar.close()
 
     ids = np.arange(1, n_pat + 1)
+    traj = _trajectories(card, times, ids, sld_out, residual, rng)
+    pat = _patients(typ, tp, drivers, pk_params, der_out, n, ids)
+    meta = dict(card=card.name, card_sha256=card.sha256, days=float(days), step_day=step,
+                n=n_pat, typical=n is None, seed=int(seed), residual=bool(residual),
+                covariates=dict(covariates or {}), params=dict(params or {}), drivers=inputs_meta,
+                pkpd_version=_version())
+    return Simulation(trajectories=traj, patients=pat, meta=meta)
+
+
+class _Inputs(NamedTuple):
+    """The checked inputs of :func:`simulate`."""
+
+    card: Card
+    protocol: Protocol
+    days: float
+    step: float
+    n_steps: int
+    times: np.ndarray
+    chunk: int
+
+
+def _check_inputs(card, protocol, days, *, n, seed, times, chunk, step_day) -> _Inputs:
+    """The checked inputs of :func:`simulate` (in this order): the tumour card, the grid step,
+    the horizon and its number of steps, n, seed, the protocol, the output times (and the number
+    of trajectory rows), and the batch size bounded by MAX_CHUNK_CELLS."""
+    card = load_card(card) if isinstance(card, str) else card
+    if card.kind != "tumor":
+        raise ModelError(f"card {card.name} is a {card.kind} card. Fix: use a tumour card such "
+                         "as sclc_triplet_tgi (pkpd cards lists them)")
+    step = float(step_day or card.structure.get("grid_step_day", 1.0))
+    days, n_steps = _check_horizon(days, step)
+    _check_n(n)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ModelError(f"seed = {seed!r} must be a whole number >= 0. Fix: e.g. --seed 1")
+    protocol = as_protocol(protocol)
+    times = _check_times(times, days, n_steps * step)
+    n_rows = (1 if n is None else int(n)) * len(times)
+    if n_rows > MAX_OUTPUT_ROWS:
+        raise ModelError(
+            f"{n or 1} patient(s) x {len(times)} output times = {n_rows} trajectory rows; "
+            f"at most {MAX_OUTPUT_ROWS}. Fix: fewer patients (--n) or output times (--times)")
+    chunk = max(1, min(int(chunk), MAX_CHUNK_CELLS // n_steps))
+    return _Inputs(card, protocol, days, step, n_steps, times, chunk)
+
+
+def _trajectories(card: Card, times: np.ndarray, ids: np.ndarray, sld_out: np.ndarray,
+                  residual: bool, rng: np.random.Generator) -> pd.DataFrame:
+    """The ``trajectories`` table: ``ID, TIME, IPRED`` and, with residual error, ``DV`` (drawn
+    from ``rng``, clipped at 0 mm)."""
+    n_pat = len(ids)
     traj = pd.DataFrame({"ID": np.repeat(ids, len(times)), "TIME": np.tile(times, n_pat),
                          "IPRED": sld_out.ravel()})
     if residual:
@@ -298,6 +334,13 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
                      + (float(res.get("prop_sd", 0.0)) * traj["IPRED"].to_numpy()) ** 2)
         traj["DV"] = np.maximum(traj["IPRED"].to_numpy() + sd * rng.standard_normal(len(traj)),
                                 0.0)
+    return traj
+
+
+def _patients(typ: dict, tp: dict, drivers: list[_Driver], pk_params: list, der_out: dict,
+              n: int | None, ids: np.ndarray) -> pd.DataFrame:
+    """The ``patients`` table: ``ID``, the tumour parameters, the PK parameters with IIV
+    (``DRUG.NAME``, with ``n`` only) and the derived quantities."""
     pat = pd.DataFrame({"ID": ids})
     for k in typ:
         pat[k] = tp[k]
@@ -307,11 +350,7 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
                 pat[f"{d.drug}.{k}"] = v
     for k in DERIVED:
         pat[k] = der_out[k]
-    meta = dict(card=card.name, card_sha256=card.sha256, days=float(days), step_day=step,
-                n=n_pat, typical=n is None, seed=int(seed), residual=bool(residual),
-                covariates=dict(covariates or {}), params=dict(params or {}), drivers=inputs_meta,
-                pkpd_version=_version())
-    return Simulation(trajectories=traj, patients=pat, meta=meta)
+    return pat
 
 
 def _check_horizon(days, step: float) -> tuple[float, int]:
