@@ -197,35 +197,12 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
         "and flag_values = { '<LOQ' = 'censor' } (with lloq), or = 'missing' or 'drop'"))
     cens = np.zeros(len(df), bool)
     if d.flag:
-        for fval, rule in d.flag_values.items():
-            hit = keep & (flags == fval)
-            if isinstance(rule, (int, float)) and not isinstance(rule, bool):
-                y[hit] = float(rule)
-            elif rule == "missing":
-                y[hit] = np.nan
-            elif rule == "censor":
-                y[hit] = _lloq(d, fval)
-                cens[hit] = True
-            elif rule == "drop":
-                rows.loc[hit, "reason"] = f"flag {fval}: dropped by the spec"
-                keep &= ~hit
-            else:
-                raise SpecError(f"[data] flag_values {fval} = {rule!r}. Fix: a number "
-                                "(replacement value), 'missing', 'censor' or 'drop'")
+        _flag_rules(d, flags, keep, y, cens, rows)
     bad_t = keep & ~np.isfinite(t)
     if bad_t.any():
         _missing(d, rows, bad_t, "missing time", df, subj)
         keep &= ~bad_t
-    zero = keep & ~cens & (y == 0)
-    if zero.any():
-        if isinstance(d.zero, (int, float)) and not isinstance(d.zero, bool):
-            y[zero] = float(d.zero)
-        elif d.zero == "censor":
-            y[zero] = _lloq(d, "0")
-            cens[zero] = True
-        elif d.zero == "drop":
-            rows.loc[zero, "reason"] = "value 0 dropped by the spec (zero = 'drop')"
-            keep &= ~zero
+    _zero_rule(d, keep, y, cens, rows)
     bad_y = keep & ~np.isfinite(y)
     if bad_y.any():
         _missing(d, rows, bad_y, "missing value", df, subj)
@@ -253,6 +230,54 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
     pos = {s: i for i, s in enumerate(first)}
     inv = np.array([pos[s] for s in subj[idx]])
     fac = time_factor(d.time_unit, spec.time_unit)
+    covs = _subject_covariates(df, d, subj, in_scope, first)
+    arms = None
+    if d.arm:
+        arms = list(df[d.arm].astype(str).groupby(subj).first().loc[first])
+    rows["subject"] = subj
+    return FitData(subjects=list(first), obs_subject=inv, obs_time=t[idx] * fac, y=y[idx],
+                   censored=cens[idx], covariates=covs, arms=arms, rows=rows,
+                   obs_row=idx + 1, meta={"time_factor": fac})
+
+
+def _flag_rules(d, flags, keep, y, cens, rows) -> None:
+    """Apply ``[data] flag_values`` in place: a number replaces the value, 'missing' blanks it,
+    'censor' makes it censored at lloq, 'drop' drops the row (``keep`` and the row account)."""
+    for fval, rule in d.flag_values.items():
+        hit = keep & (flags == fval)
+        if isinstance(rule, (int, float)) and not isinstance(rule, bool):
+            y[hit] = float(rule)
+        elif rule == "missing":
+            y[hit] = np.nan
+        elif rule == "censor":
+            y[hit] = _lloq(d, fval)
+            cens[hit] = True
+        elif rule == "drop":
+            rows.loc[hit, "reason"] = f"flag {fval}: dropped by the spec"
+            keep &= ~hit
+        else:
+            raise SpecError(f"[data] flag_values {fval} = {rule!r}. Fix: a number "
+                            "(replacement value), 'missing', 'censor' or 'drop'")
+
+
+def _zero_rule(d, keep, y, cens, rows) -> None:
+    """Apply ``[data] zero`` in place to kept, uncensored zero values: a number replaces them,
+    'censor' makes them censored at lloq, 'drop' drops the rows."""
+    zero = keep & ~cens & (y == 0)
+    if zero.any():
+        if isinstance(d.zero, (int, float)) and not isinstance(d.zero, bool):
+            y[zero] = float(d.zero)
+        elif d.zero == "censor":
+            y[zero] = _lloq(d, "0")
+            cens[zero] = True
+        elif d.zero == "drop":
+            rows.loc[zero, "reason"] = "value 0 dropped by the spec (zero = 'drop')"
+            keep &= ~zero
+
+
+def _subject_covariates(df, d, subj, in_scope, first) -> dict[str, np.ndarray]:
+    """Each covariate's first value per subject (subjects in ``first`` order), read on the rows
+    in scope; a subject without a value is an error."""
     covs = {}
     for c in d.covariates:
         v = pd.Series(_numbers(df, c, in_scope, subj))
@@ -262,13 +287,7 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
             raise DataError(f"covariate {c} is missing for this subject", subject=s, column=c,
                             fix="fill it, or remove the subject from the data")
         covs[c] = per.loc[first].to_numpy(float)
-    arms = None
-    if d.arm:
-        arms = list(df[d.arm].astype(str).groupby(subj).first().loc[first])
-    rows["subject"] = subj
-    return FitData(subjects=list(first), obs_subject=inv, obs_time=t[idx] * fac, y=y[idx],
-                   censored=cens[idx], covariates=covs, arms=arms, rows=rows,
-                   obs_row=idx + 1, meta={"time_factor": fac})
+    return covs
 
 
 def _lloq(d, what):
