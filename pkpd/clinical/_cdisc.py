@@ -134,3 +134,16 @@ def _code_text(s: str) -> str:
 
 def _same(a: str, b: str | None) -> bool:
     return b is None or a.strip().upper() == b.strip().upper()
+
+
+def _upper_texts(df: pd.DataFrame, name: str | None) -> list[str]:
+    """:func:`_texts` upper-cased (codes and flags such as TRTESTCD, PARAMCD, ANL01FL)."""
+    return [t.upper() for t in _texts(df, name)]
+
+
+def _rows_frame(
+    rows: list[dict], columns: Sequence[str], dtypes: Mapping[str, object]
+) -> pd.DataFrame:
+    """The output table of a reader: ``rows`` in ``columns`` order, cast to ``dtypes`` (so an
+    empty table has the same columns and dtypes as a full one)."""
+    return pd.DataFrame(rows, columns=list(columns)).astype(dict(dtypes))

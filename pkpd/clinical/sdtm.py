@@ -15,7 +15,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._cdisc import _code_text, _col, _collect_domains, _need, _same, _texts
+from ._cdisc import (
+    _code_text,
+    _col,
+    _collect_domains,
+    _need,
+    _rows_frame,
+    _same,
+    _texts,
+    _upper_texts,
+)
 from ._common import (
     _STATE_MAP,
     _TYPE_MAP,
@@ -123,6 +132,596 @@ def _sdtm_domains(source) -> dict[str, tuple[pd.DataFrame, str]]:
     return doms
 
 
+class _Tr(NamedTuple):
+    """The TR variables :func:`read_sdtm` uses, as text lists (index i = TR data row i + 1)."""
+
+    df: pd.DataFrame
+    name: str
+    subj: list[str]
+    lnk: list[str]
+    test: list[str]
+    stresc: list[str]
+    orres: list[str]
+    stat: list[str]
+    treval: list[str]
+    readers: list[str]
+    acpt: list[str]
+    visit_col: str | None
+    visits: list[str]
+    stresn_col: str | None
+
+
+def _read_tu(
+    tu_dom: tuple[pd.DataFrame, str], evaluator: str | None, report: DataReport
+) -> dict[tuple[str, str], dict]:
+    """TU -> {(USUBJID, TULNKID): lesion type, organ, is_node}; every TU row accounted for."""
+    tu, tu_name = tu_dom
+    type_col = _col(tu, "TUSTRESC", "TUORRES")
+    _need(tu, ["USUBJID", "TULNKID", type_col or "TUSTRESC"], tu_name, "TU")
+    tu_subj = _texts(tu, "USUBJID")
+    tu_lnk = _texts(tu, "TULNKID")
+    tu_type = _texts(tu, type_col)
+    tu_loc = _texts(tu, _col(tu, "TULOC"))
+    tu_eval = _texts(tu, _col(tu, "TUEVAL"))
+    tu_test = _texts(tu, _col(tu, "TUTESTCD"))
+    lesion_meta: dict[tuple[str, str], dict] = {}
+    for i in range(len(tu)):
+        r = i + 1
+        if tu_eval[i] and not _same(tu_eval[i], evaluator):
+            report.add(tu_name, r, tu_subj[i], "dropped", rule="other_evaluator",
+                       reason=f"TUEVAL {tu_eval[i]} (reading {evaluator})")
+            continue
+        if tu_test[i] and tu_test[i].upper() not in ("TUMIDENT", "LESIDENT"):
+            report.add(tu_name, r, tu_subj[i], "dropped", rule="tu_other_test",
+                       reason=f"TUTESTCD {tu_test[i]} is not a lesion identification")
+            continue
+        if not tu_lnk[i]:
+            raise DataError(
+                "TULNKID is missing",
+                row=r,
+                subject=tu_subj[i],
+                column="TULNKID",
+                fix="give every TU lesion its link id (e.g. T01, NT01, NEW01)",
+            )
+        t = _TYPE_MAP.get(_norm_key(tu_type[i]))
+        if t is None:
+            raise DataError(
+                "unknown lesion type",
+                row=r,
+                subject=tu_subj[i],
+                column=type_col,
+                value=tu_type[i],
+                fix="use TARGET, NON-TARGET or NEW",
+            )
+        meta = dict(lesion_type=t, organ=tu_loc[i], is_node="NODE" in tu_loc[i].upper())
+        key = (tu_subj[i], tu_lnk[i])
+        if key in lesion_meta and lesion_meta[key] != meta:
+            raise DataError(
+                f"lesion {tu_lnk[i]} is identified twice with different type or location",
+                row=r,
+                subject=tu_subj[i],
+                column="TULNKID",
+                value=tu_lnk[i],
+                fix="give each TULNKID one TU record (or identical ones)",
+            )
+        lesion_meta[key] = meta
+        report.add(tu_name, r, tu_subj[i], "used", reason="lesion identification")
+    report._check_complete(tu_name, len(tu))
+    return lesion_meta
+
+
+def _tr_columns(tr: pd.DataFrame, tr_name: str) -> _Tr:
+    """Check TR has the variables needed and read them as text."""
+    _need(tr, ["USUBJID", "TRLNKID", "TRTESTCD", "TRDTC"], tr_name, "TR")
+    if _col(tr, "TRSTRESN", "TRSTRESC", "TRORRES") is None:
+        _need(tr, ["TRSTRESN"], tr_name, "TR")
+    subj = _texts(tr, "USUBJID")
+    lnk = _texts(tr, "TRLNKID")
+    test = _upper_texts(tr, "TRTESTCD")
+    stresc = _texts(tr, _col(tr, "TRSTRESC"))
+    orres = _texts(tr, _col(tr, "TRORRES"))
+    stat = _upper_texts(tr, _col(tr, "TRSTAT"))
+    treval = _texts(tr, _col(tr, "TREVAL"))
+    readers = _texts(tr, _col(tr, "TREVALID"))
+    acpt = _upper_texts(tr, _col(tr, "TRACPTFL"))
+    visit_col = _col(tr, "VISITNUM", "VISIT")
+    visits = [_code_text(v) for v in _texts(tr, visit_col)]
+    stresn_col = _col(tr, "TRSTRESN")
+    return _Tr(tr, tr_name, subj, lnk, test, stresc, orres, stat, treval, readers, acpt,
+               visit_col, visits, stresn_col)
+
+
+def _tr_keep(c: _Tr, evaluator: str | None, report: DataReport) -> np.ndarray:
+    """TR rows of ``evaluator`` and, for subjects with accepted reads, of the accepted read."""
+    n_tr = len(c.df)
+    subj, acpt = c.subj, c.acpt
+    keep = np.ones(n_tr, dtype=bool)
+    for i in range(n_tr):
+        if c.treval[i] and not _same(c.treval[i], evaluator):
+            report.add(c.name, i + 1, subj[i], "dropped", rule="other_evaluator",
+                       reason=f"TREVAL {c.treval[i]} (reading {evaluator})")
+            keep[i] = False
+    if n_tr and not keep.any():
+        raise DataError(
+            f"TR ({c.name}) has no records of evaluator {evaluator!r} (TREVAL found: "
+            f"{', '.join(sorted(set(c.treval)))})",
+            column="TREVAL",
+            fix="choose one of those with --evaluator (API: evaluator=)",
+        )
+    accepted_subjects = {subj[i] for i in range(n_tr) if keep[i] and acpt[i] == "Y"}
+    for i in range(n_tr):
+        if keep[i] and subj[i] in accepted_subjects and acpt[i] != "Y":
+            report.add(c.name, i + 1, subj[i], "dropped", rule="not_accepted",
+                       reason="TRACPTFL is not Y (another read of this subject was accepted)")
+            keep[i] = False
+    return keep
+
+
+def _tr_dates(
+    c: _Tr, keep: np.ndarray, assessment_date: str
+) -> tuple[list[_dt.date | None], list[str]]:
+    """The assessment date of each kept TR row (the visit's earliest TRDTC with
+    ``assessment_date="visit"``) and its report note."""
+    n_tr = len(c.df)
+    subj, readers, visits = c.subj, c.readers, c.visits
+    dates: list[_dt.date | None] = [None] * n_tr
+    notes = [""] * n_tr
+    for i in range(n_tr):
+        if keep[i]:
+            dates[i], notes[i] = _date_or_fail(
+                c.df["TRDTC"].iloc[i], row=i + 1, subject=subj[i], column="TRDTC",
+                partial="first",
+            )
+    if assessment_date == "visit" and c.visit_col is not None:
+        vdate: dict[tuple[str, str, str], _dt.date] = {}
+        for i in range(n_tr):
+            if keep[i] and dates[i] is not None and visits[i]:
+                k = (subj[i], readers[i], visits[i])
+                vdate[k] = min(dates[i], vdate.get(k, dates[i]))
+        for i in range(n_tr):
+            k = (subj[i], readers[i], visits[i])
+            if keep[i] and visits[i] and k in vdate:
+                if dates[i] != vdate[k]:
+                    notes[i] = (notes[i] + "; " if notes[i] else "") + (
+                        f"day of visit {visits[i]} (earliest TRDTC {vdate[k]}) used"
+                    )
+                dates[i] = vdate[k]
+    elif assessment_date not in ("visit", "record"):
+        raise ValueError(f"assessment_date must be 'visit' or 'record', got {assessment_date!r}")
+    return dates, notes
+
+
+def _tr_value(c: _Tr, i: int) -> float:
+    """The diameter (mm) of TR row i + 1: TRSTRESN, else the number in TRSTRESC/TRORRES."""
+    stresn_col = c.stresn_col
+    raw = c.df[stresn_col].iloc[i] if stresn_col else (c.stresc[i] or c.orres[i])
+    x = _number(raw)
+    if x is None:  # text in TRSTRESN: TRSTRESC may still hold the number
+        x = _number(c.stresc[i]) if stresn_col else None
+        x = None if x is not None and math.isnan(x) else x
+    if x is None:
+        raise DataError(
+            "non-numeric diameter",
+            row=i + 1,
+            subject=c.subj[i],
+            column=stresn_col or "TRSTRESC",
+            value=_show(raw),
+            fix="write the diameter in mm in TRSTRESN (TOO SMALL TO MEASURE: 5)",
+        )
+    if not math.isnan(x) and x < 0:
+        raise DataError(
+            "diameter must be >= 0 mm",
+            row=i + 1,
+            subject=c.subj[i],
+            column=stresn_col or "TRSTRESC",
+            value=_show(x),
+            fix="write the diameter in mm",
+        )
+    return x
+
+
+def _resolve_lesion(
+    c: _Tr, i: int, lesion_meta: dict[tuple[str, str], dict]
+) -> tuple[list[str], str]:
+    """The TU lesion(s) of TR row i + 1: plain, split fragment (T04.1) or merged (T02/T03)."""
+    subj, lnk = c.subj[i], c.lnk[i]
+    if (subj, lnk) in lesion_meta:
+        return [lnk], "plain"
+    if "." in lnk and (subj, lnk.split(".")[0]) in lesion_meta:
+        return [lnk.split(".")[0]], "fragment"
+    if "/" in lnk and all((subj, p) in lesion_meta for p in lnk.split("/")):
+        return lnk.split("/"), "merged"
+    raise DataError(
+        f"TR record links to lesion {lnk!r}, which TU does not identify",
+        row=i + 1,
+        subject=subj,
+        column="TRLNKID",
+        value=lnk,
+        fix="add the lesion to TU (same USUBJID and TULNKID) or correct TRLNKID",
+    )
+
+
+def _lesion_record(
+    meta: dict, subject: str, reader: str, lesion_id: str, day: float, row: int, *,
+    parts: list[float], state: str, measured_row: int | None,
+) -> dict:
+    """A lesion-day record being assembled from TR rows."""
+    return dict(
+        meta,
+        subject=subject,
+        reader=reader,
+        lesion_id=lesion_id,
+        day=day,
+        parts=parts,
+        state=state,
+        hint="",
+        row=row,
+        measured_row=measured_row,
+        state_row=None,
+    )
+
+
+def _tr_state(c: _Tr, i: int, rec: dict, lesion_id: str, day: float) -> None:
+    """Set the state of ``rec`` from the TUMSTATE/LNSTATE row i + 1."""
+    r = i + 1
+    s = _STATE_MAP.get(_norm_key(c.stresc[i] or c.orres[i]))
+    if c.stat[i] == "NOT DONE":
+        s = "not_evaluated"
+    if s is None:
+        raise DataError(
+            "unknown lesion state",
+            row=r,
+            subject=c.subj[i],
+            column="TRSTRESC",
+            value=c.stresc[i] or c.orres[i],
+            fix="use PRESENT, ABSENT, UNEQUIVOCAL, EQUIVOCAL or NOT EVALUABLE",
+        )
+    if rec["state_row"] is not None:
+        raise DataError(
+            f"lesion {lesion_id} has two {c.test[i]} records on day {_show(day)} (also row "
+            f"{rec['state_row']})",
+            row=r,
+            subject=c.subj[i],
+            column="TRTESTCD",
+            value=c.test[i],
+            fix="keep one state record per lesion per assessment",
+        )
+    rec["state"], rec["state_row"] = s, r
+    if rec["measured_row"] is None:
+        rec["row"] = r
+
+
+def _tr_measurement(
+    c: _Tr, i: int, rec: dict, ids: list[str], kind: str, day: float, reason: str,
+    records: dict, lesion_meta: dict[tuple[str, str], dict], report: DataReport,
+) -> None:
+    """Add the diameter of TR row i + 1 to ``rec`` (0 mm to the others of a merged lesion)."""
+    r = i + 1
+    subj, test = c.subj[i], c.test[i]
+    node = lesion_meta[(subj, ids[0])]["is_node"]
+    wanted = "LPERP" if node else "LDIAM"
+    if test != "DIAMETER" and test != wanted:
+        why = (
+            "RECIST uses the short axis (LPERP) of a nodal lesion"
+            if node
+            else "RECIST uses the longest diameter (LDIAM) of a non-nodal lesion"
+        )
+        report.add(c.name, r, subj, "dropped", rule="other_axis",
+                   reason=f"{test} of lesion {c.lnk[i]}: {why}")
+        return
+    x = _tr_value(c, i)
+    text = _norm_key(c.stresc[i] or c.orres[i])
+    hint = ""
+    if c.stat[i] == "NOT DONE":
+        x, hint = math.nan, "not_evaluated"
+    elif text in ("too small to measure", "too small", "tstm"):
+        hint = "too_small"
+    elif text in ("not evaluable", "not evaluated", "ne"):
+        x, hint = math.nan, "not_evaluated"
+    if kind != "fragment" and rec["measured_row"] is not None:
+        raise DataError(
+            f"lesion {ids[0]} is measured twice on day {_show(day)} (also row "
+            f"{rec['measured_row']})",
+            row=r,
+            subject=subj,
+            column="TRLNKID",
+            value=c.lnk[i],
+            fix="keep one measurement per lesion per assessment",
+        )
+    rec["parts"].append(x)
+    rec["hint"] = rec["hint"] or hint
+    rec["measured_row"] = rec["measured_row"] or r
+    rec["row"] = rec["measured_row"]
+    if kind == "fragment":
+        reason = (reason + "; " if reason else "") + f"fragment of split lesion {ids[0]}"
+    if kind == "merged":
+        reason = (reason + "; " if reason else "") + (
+            f"merged lesion: value assigned to {ids[0]}, 0 mm to {', '.join(ids[1:])}"
+        )
+        for other in ids[1:]:
+            records.setdefault(
+                (subj, c.readers[i], other, day),
+                _lesion_record(lesion_meta[(subj, other)], subj, c.readers[i], other, day, r,
+                               parts=[0.0], state="absent", measured_row=r),
+            )
+    report.add(c.name, r, subj, "used", reason=reason)
+
+
+def _tr_records(
+    c: _Tr, keep: np.ndarray, dates: list[_dt.date | None], notes: list[str],
+    lesion_meta: dict[tuple[str, str], dict], ref: dict[str, tuple[_dt.date, str]],
+    report: DataReport,
+) -> tuple[dict[tuple[str, str, str, float], dict], list[tuple[int, str, str, float, float]]]:
+    """The lesion-day records of the kept TR rows, and the SUMDIAM rows
+    ``(index, subject, reader, day, value)``."""
+    subj, readers, test = c.subj, c.readers, c.test
+    records: dict[tuple[str, str, str, float], dict] = {}
+    sumdiam: list[tuple[int, str, str, float, float]] = []
+    for i in range(len(c.df)):
+        if not keep[i]:
+            continue
+        r = i + 1
+        if dates[i] is None:
+            report.add(c.name, r, subj[i], "dropped", rule="no_date",
+                       reason="no TRDTC and no dated record at the same visit")
+            keep[i] = False
+            continue
+        day = float((dates[i] - _ref_for(ref, subj[i], r, "TR")).days)
+        if test[i] == "SUMDIAM":
+            sumdiam.append((i, subj[i], readers[i], day, _tr_value(c, i)))
+            continue
+        if test[i] not in _MEASURE_TESTS + _STATE_TESTS:
+            report.add(c.name, r, subj[i], "dropped", rule="tr_other_test",
+                       reason=f"TRTESTCD {test[i]} is not used by RECIST 1.1")
+            continue
+        ids, kind = _resolve_lesion(c, i, lesion_meta)
+        rec = records.setdefault(
+            (subj[i], readers[i], ids[0], day),
+            _lesion_record(lesion_meta[(subj[i], ids[0])], subj[i], readers[i], ids[0], day, r,
+                           parts=[], state="", measured_row=None),
+        )
+        if test[i] in _STATE_TESTS:
+            _tr_state(c, i, rec, ids[0], day)
+            report.add(c.name, r, subj[i], "used", reason=notes[i])
+            continue
+        _tr_measurement(c, i, rec, ids, kind, day, notes[i], records, lesion_meta, report)
+    return records, sumdiam
+
+
+def _lesion_table(records: dict, tr_name: str, all_errors: bool) -> pd.DataFrame:
+    """The canonical lesion table of the assembled records, validated."""
+    rows_out = []
+    for rec in records.values():
+        parts = rec["parts"]
+        diam = math.nan if not parts or any(math.isnan(p) for p in parts) else float(sum(parts))
+        state = rec["state"] or rec["hint"]
+        rows_out.append(
+            {
+                "subject": rec["subject"],
+                "day": rec["day"],
+                "lesion_id": rec["lesion_id"],
+                "lesion_type": rec["lesion_type"],
+                "organ": rec["organ"],
+                "is_node": rec["is_node"],
+                "diameter_mm": diam,
+                "state": state,
+                "reader": rec["reader"],
+                "row": rec["row"],
+                "source": tr_name,
+            }
+        )
+    frame = pd.DataFrame(rows_out, columns=list(LESION_COLUMNS))
+    frame = frame.sort_values(["row", "lesion_id"], kind="stable").reset_index(drop=True)
+    return validate_lesions(frame, all_errors=all_errors) if len(frame) else _empty_lesions()
+
+
+def _check_sumdiam(
+    lesions: pd.DataFrame, sumdiam: list[tuple[int, str, str, float, float]], tr_name: str,
+    report: DataReport,
+) -> None:
+    """Cross-check each SUMDIAM record against the SLD derived from the lesions (0.5 mm)."""
+    derived: dict[tuple[str, str, float], float] = {}
+    for rd in sorted(set(lesions["reader"])):
+        part = lesions[lesions["reader"] == rd]
+        for _, s in sld_series(part).iterrows():
+            derived[(s["subject"], rd, s["day"])] = s["sld_mm"]
+    for i, s, rd, day, x in sumdiam:
+        d = derived.get((s, rd, day), math.nan)
+        if math.isnan(d) or math.isnan(x):
+            rule, why = "sumdiam_unchecked", "SUMDIAM not cross-checked (no derived SLD)"
+        elif abs(d - x) <= 0.5:
+            rule, why = "sumdiam_ok", "SUMDIAM agrees with the derived SLD"
+        else:
+            rule, why = (
+                "sumdiam_mismatch",
+                (
+                    f"SUMDIAM {_show(x)} mm differs from the derived SLD {_show(d)} mm by more "
+                    "than 0.5 mm (the derived SLD is used)"
+                ),
+            )
+        report.add(tr_name, i + 1, s, "used", rule=rule, reason=why)
+
+
+def _read_tr(
+    tr_dom: tuple[pd.DataFrame, str],
+    lesion_meta: dict[tuple[str, str], dict],
+    ref: dict[str, tuple[_dt.date, str]],
+    evaluator: str | None,
+    assessment_date: str,
+    all_errors: bool,
+    report: DataReport,
+) -> pd.DataFrame:
+    """TR -> the canonical lesion table; every TR row accounted for."""
+    c = _tr_columns(*tr_dom)
+    keep = _tr_keep(c, evaluator, report)
+    dates, notes = _tr_dates(c, keep, assessment_date)
+    records, sumdiam = _tr_records(c, keep, dates, notes, lesion_meta, ref, report)
+    lesions = _lesion_table(records, c.name, all_errors)
+    if sumdiam:
+        _check_sumdiam(lesions, sumdiam, c.name, report)
+    report._check_complete(c.name, len(c.df))
+    return lesions
+
+
+_RESPONSE_COLUMNS = ("subject", "day", "visit", "response", "criteria", "reader", "row", "source")
+_DOSING_COLUMNS = ("subject", "day", "amt", "unit", "treatment", "row", "source")
+
+
+def _read_rs(
+    rs_dom: tuple[pd.DataFrame, str] | None,
+    ref: dict[str, tuple[_dt.date, str]],
+    evaluator: str | None,
+    criteria: str | None,
+    report: DataReport,
+) -> pd.DataFrame:
+    """RS OVRLRESP records -> the response table; every RS row accounted for."""
+    resp_rows = []
+    if rs_dom is not None:
+        rs, rs_name = rs_dom
+        res_col = _col(rs, "RSSTRESC", "RSORRES")
+        _need(rs, ["USUBJID", "RSTESTCD", res_col or "RSSTRESC", "RSDTC"], rs_name, "RS")
+        rsubj = _texts(rs, "USUBJID")
+        rtest = _upper_texts(rs, "RSTESTCD")
+        rres = _upper_texts(rs, res_col)
+        rcat = _texts(rs, _col(rs, "RSCAT"))
+        reval = _texts(rs, _col(rs, "RSEVAL"))
+        rreader = _texts(rs, _col(rs, "RSEVALID"))
+        racpt = _upper_texts(rs, _col(rs, "RSACPTFL"))
+        rvisit = _texts(rs, _col(rs, "VISIT", "VISITNUM"))
+        acc = {rsubj[i] for i in range(len(rs)) if racpt[i] == "Y"}
+        for i in range(len(rs)):
+            r = i + 1
+            if rtest[i] != "OVRLRESP":
+                report.add(
+                    rs_name,
+                    r,
+                    rsubj[i],
+                    "dropped",
+                    rule="rs_other_test",
+                    reason=f"RSTESTCD {rtest[i]}: only OVRLRESP is read (the RECIST "
+                    "engine derives target/non-target responses)",
+                )
+                continue
+            if criteria is not None and rcat[i] and not _same(rcat[i], criteria):
+                report.add(rs_name, r, rsubj[i], "dropped", rule="other_criteria",
+                           reason=f"RSCAT {rcat[i]} (reading {criteria})")
+                continue
+            if reval[i] and not _same(reval[i], evaluator):
+                report.add(rs_name, r, rsubj[i], "dropped", rule="other_evaluator",
+                           reason=f"RSEVAL {reval[i]} (reading {evaluator})")
+                continue
+            if rsubj[i] in acc and racpt[i] != "Y":
+                report.add(rs_name, r, rsubj[i], "dropped", rule="not_accepted",
+                           reason="RSACPTFL is not Y (another read was accepted)")
+                continue
+            d, note = _date_or_fail(
+                rs["RSDTC"].iloc[i], row=r, subject=rsubj[i], column="RSDTC", partial="first"
+            )
+            if d is None:
+                report.add(
+                    rs_name, r, rsubj[i], "dropped", rule="no_date", reason="RSDTC is missing"
+                )
+                continue
+            day = float((d - _ref_for(ref, rsubj[i], r, "RS")).days)
+            resp_rows.append(
+                dict(
+                    subject=rsubj[i],
+                    day=day,
+                    visit=rvisit[i],
+                    response=rres[i],
+                    criteria=rcat[i],
+                    reader=rreader[i],
+                    row=r,
+                    source=rs_name,
+                )
+            )
+            report.add(rs_name, r, rsubj[i], "used", reason=note)
+        report._check_complete(rs_name, len(rs))
+    return _rows_frame(resp_rows, _RESPONSE_COLUMNS, {"day": float, "row": np.int64})
+
+
+def _read_ex(
+    ex_dom: tuple[pd.DataFrame, str] | None,
+    ref: dict[str, tuple[_dt.date, str]],
+    report: DataReport,
+) -> pd.DataFrame:
+    """EX records -> the dosing table; every EX row accounted for."""
+    dose_rows = []
+    if ex_dom is not None:
+        ex, ex_name = ex_dom
+        esubj = _texts(ex, "USUBJID")
+        dose_col = _col(ex, "EXDOSE")
+        unit = _texts(ex, _col(ex, "EXDOSU"))
+        trt = _texts(ex, _col(ex, "EXTRT"))
+        for i in range(len(ex)):
+            r = i + 1
+            d, _ = _parse_date(ex["EXSTDTC"].iloc[i])
+            amt = _number(ex[dose_col].iloc[i]) if dose_col else math.nan
+            if d is None or amt is None or math.isnan(amt):
+                why = "EXSTDTC is missing" if d is None else "EXDOSE is missing or not a number"
+                report.add(ex_name, r, esubj[i], "dropped", rule="ex_incomplete", reason=why)
+                continue
+            day = float((d - _ref_for(ref, esubj[i], r, "EX")).days)
+            note = "dose record"
+            if ref[esubj[i]][1] == "EX.EXSTDTC" and day == 0:
+                note = "dose record; first EXSTDTC = reference date (no DM RFXSTDTC/RFSTDTC)"
+            dose_rows.append(
+                dict(
+                    subject=esubj[i],
+                    day=day,
+                    amt=amt,
+                    unit=unit[i],
+                    treatment=trt[i],
+                    row=r,
+                    source=ex_name,
+                )
+            )
+            report.add(ex_name, r, esubj[i], "used", reason=note)
+        report._check_complete(ex_name, len(ex))
+    return _rows_frame(dose_rows, _DOSING_COLUMNS, {"day": float, "amt": float, "row": np.int64})
+
+
+def _account_dm(
+    dm_dom: tuple[pd.DataFrame, str] | None,
+    ref: dict[str, tuple[_dt.date, str]],
+    tumour_subjects: set[str],
+    report: DataReport,
+) -> None:
+    """Account for every DM row: used (reference date) when the subject has tumour records."""
+    if dm_dom is None:
+        return
+    dm, dm_name = dm_dom
+    dsubj = _texts(dm, "USUBJID")
+    for i, s in enumerate(dsubj):
+        if s in tumour_subjects:
+            src = ref.get(s, (None, "none"))[1]
+            report.add(dm_name, i + 1, s, "used", reason=f"reference date from {src}")
+        else:
+            report.add(dm_name, i + 1, s, "dropped", rule="no_tumour_data",
+                       reason="no tumour records for this subject")
+    report._check_complete(dm_name, len(dm))
+
+
+def _set_sdtm_attrs(
+    lesions: pd.DataFrame,
+    responses: pd.DataFrame,
+    dosing: pd.DataFrame,
+    ref: dict[str, tuple[_dt.date, str]],
+    tumour_subjects: set[str],
+) -> None:
+    """Reference dates of the subjects used, and units, on the three tables."""
+    used_ref = {
+        s: ref[s][0].isoformat()
+        for s in sorted(tumour_subjects | set(dosing["subject"]))
+        if s in ref
+    }
+    for t in (lesions, responses, dosing):
+        t.attrs["reference_dates"] = dict(used_ref)
+    lesions.attrs["units"] = dict(_UNITS)
+    responses.attrs["units"] = {"day": "day"}
+    dosing.attrs["units"] = {"day": "day"}
+
+
 def read_sdtm(
     source: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, object],
     evaluator: str | None = "INVESTIGATOR",
@@ -192,472 +791,15 @@ def read_sdtm(
     doms = _sdtm_domains(source)
     report = DataReport("SDTM " + ", ".join(f"{d}={n}" for d, (_, n) in doms.items()))
     ref = _reference_dates(doms.get("DM"), doms.get("EX"))
-
-    # -- TU -------------------------------------------------------------------------------------
-    tu, tu_name = doms["TU"]
-    type_col = _col(tu, "TUSTRESC", "TUORRES")
-    _need(tu, ["USUBJID", "TULNKID", type_col or "TUSTRESC"], tu_name, "TU")
-    tu_subj = _texts(tu, "USUBJID")
-    tu_lnk = _texts(tu, "TULNKID")
-    tu_type = _texts(tu, type_col)
-    tu_loc = _texts(tu, _col(tu, "TULOC"))
-    tu_eval = _texts(tu, _col(tu, "TUEVAL"))
-    tu_test = _texts(tu, _col(tu, "TUTESTCD"))
-    lesion_meta: dict[tuple[str, str], dict] = {}
-    for i in range(len(tu)):
-        r = i + 1
-        if tu_eval[i] and not _same(tu_eval[i], evaluator):
-            report.add(tu_name, r, tu_subj[i], "dropped", rule="other_evaluator",
-                       reason=f"TUEVAL {tu_eval[i]} (reading {evaluator})")
-            continue
-        if tu_test[i] and tu_test[i].upper() not in ("TUMIDENT", "LESIDENT"):
-            report.add(tu_name, r, tu_subj[i], "dropped", rule="tu_other_test",
-                       reason=f"TUTESTCD {tu_test[i]} is not a lesion identification")
-            continue
-        if not tu_lnk[i]:
-            raise DataError(
-                "TULNKID is missing",
-                row=r,
-                subject=tu_subj[i],
-                column="TULNKID",
-                fix="give every TU lesion its link id (e.g. T01, NT01, NEW01)",
-            )
-        t = _TYPE_MAP.get(_norm_key(tu_type[i]))
-        if t is None:
-            raise DataError(
-                "unknown lesion type",
-                row=r,
-                subject=tu_subj[i],
-                column=type_col,
-                value=tu_type[i],
-                fix="use TARGET, NON-TARGET or NEW",
-            )
-        meta = dict(lesion_type=t, organ=tu_loc[i], is_node="NODE" in tu_loc[i].upper())
-        key = (tu_subj[i], tu_lnk[i])
-        if key in lesion_meta and lesion_meta[key] != meta:
-            raise DataError(
-                f"lesion {tu_lnk[i]} is identified twice with different type or location",
-                row=r,
-                subject=tu_subj[i],
-                column="TULNKID",
-                value=tu_lnk[i],
-                fix="give each TULNKID one TU record (or identical ones)",
-            )
-        lesion_meta[key] = meta
-        report.add(tu_name, r, tu_subj[i], "used", reason="lesion identification")
-    report._check_complete(tu_name, len(tu))
-
-    # -- TR -------------------------------------------------------------------------------------
-    tr, tr_name = doms["TR"]
-    _need(tr, ["USUBJID", "TRLNKID", "TRTESTCD", "TRDTC"], tr_name, "TR")
-    if _col(tr, "TRSTRESN", "TRSTRESC", "TRORRES") is None:
-        _need(tr, ["TRSTRESN"], tr_name, "TR")
-    n_tr = len(tr)
-    subj = _texts(tr, "USUBJID")
-    lnk = _texts(tr, "TRLNKID")
-    test = [t.upper() for t in _texts(tr, "TRTESTCD")]
-    stresc = _texts(tr, _col(tr, "TRSTRESC"))
-    orres = _texts(tr, _col(tr, "TRORRES"))
-    stat = [s.upper() for s in _texts(tr, _col(tr, "TRSTAT"))]
-    treval = _texts(tr, _col(tr, "TREVAL"))
-    readers = _texts(tr, _col(tr, "TREVALID"))
-    acpt = [s.upper() for s in _texts(tr, _col(tr, "TRACPTFL"))]
-    visit_col = _col(tr, "VISITNUM", "VISIT")
-    visits = [_code_text(v) for v in _texts(tr, visit_col)]
-    stresn_col = _col(tr, "TRSTRESN")
-
-    keep = np.ones(n_tr, dtype=bool)
-    for i in range(n_tr):
-        if treval[i] and not _same(treval[i], evaluator):
-            report.add(tr_name, i + 1, subj[i], "dropped", rule="other_evaluator",
-                       reason=f"TREVAL {treval[i]} (reading {evaluator})")
-            keep[i] = False
-    if n_tr and not keep.any():
-        raise DataError(
-            f"TR ({tr_name}) has no records of evaluator {evaluator!r} (TREVAL found: "
-            f"{', '.join(sorted(set(treval)))})",
-            column="TREVAL",
-            fix="choose one of those with --evaluator (API: evaluator=)",
-        )
-    accepted_subjects = {subj[i] for i in range(n_tr) if keep[i] and acpt[i] == "Y"}
-    for i in range(n_tr):
-        if keep[i] and subj[i] in accepted_subjects and acpt[i] != "Y":
-            report.add(tr_name, i + 1, subj[i], "dropped", rule="not_accepted",
-                       reason="TRACPTFL is not Y (another read of this subject was accepted)")
-            keep[i] = False
-
-    # dates
-    dates: list[_dt.date | None] = [None] * n_tr
-    notes = [""] * n_tr
-    for i in range(n_tr):
-        if keep[i]:
-            dates[i], notes[i] = _date_or_fail(
-                tr["TRDTC"].iloc[i], row=i + 1, subject=subj[i], column="TRDTC", partial="first"
-            )
-    if assessment_date == "visit" and visit_col is not None:
-        vdate: dict[tuple[str, str, str], _dt.date] = {}
-        for i in range(n_tr):
-            if keep[i] and dates[i] is not None and visits[i]:
-                k = (subj[i], readers[i], visits[i])
-                vdate[k] = min(dates[i], vdate.get(k, dates[i]))
-        for i in range(n_tr):
-            k = (subj[i], readers[i], visits[i])
-            if keep[i] and visits[i] and k in vdate:
-                if dates[i] != vdate[k]:
-                    notes[i] = (notes[i] + "; " if notes[i] else "") + (
-                        f"day of visit {visits[i]} (earliest TRDTC {vdate[k]}) used"
-                    )
-                dates[i] = vdate[k]
-    elif assessment_date not in ("visit", "record"):
-        raise ValueError(f"assessment_date must be 'visit' or 'record', got {assessment_date!r}")
-
-    # lesion records
-    records: dict[tuple[str, str, str, float], dict] = {}
-    sumdiam: list[tuple[int, str, str, float, float]] = []
-
-    def value_of(i: int) -> float:
-        raw = tr[stresn_col].iloc[i] if stresn_col else (stresc[i] or orres[i])
-        x = _number(raw)
-        if x is None:  # text in TRSTRESN: TRSTRESC may still hold the number
-            x = _number(stresc[i]) if stresn_col else None
-            x = None if x is not None and math.isnan(x) else x
-        if x is None:
-            raise DataError(
-                "non-numeric diameter",
-                row=i + 1,
-                subject=subj[i],
-                column=stresn_col or "TRSTRESC",
-                value=_show(raw),
-                fix="write the diameter in mm in TRSTRESN (TOO SMALL TO MEASURE: 5)",
-            )
-        if not math.isnan(x) and x < 0:
-            raise DataError(
-                "diameter must be >= 0 mm",
-                row=i + 1,
-                subject=subj[i],
-                column=stresn_col or "TRSTRESC",
-                value=_show(x),
-                fix="write the diameter in mm",
-            )
-        return x
-
-    for i in range(n_tr):
-        if not keep[i]:
-            continue
-        r = i + 1
-        if dates[i] is None:
-            report.add(tr_name, r, subj[i], "dropped", rule="no_date",
-                       reason="no TRDTC and no dated record at the same visit")
-            keep[i] = False
-            continue
-        day = float((dates[i] - _ref_for(ref, subj[i], r, "TR")).days)
-        if test[i] == "SUMDIAM":
-            sumdiam.append((i, subj[i], readers[i], day, value_of(i)))
-            continue
-        if test[i] not in _MEASURE_TESTS + _STATE_TESTS:
-            report.add(tr_name, r, subj[i], "dropped", rule="tr_other_test",
-                       reason=f"TRTESTCD {test[i]} is not used by RECIST 1.1")
-            continue
-        # resolve the lesion: plain, split fragment (T04.1) or merged (T02/T03)
-        if (subj[i], lnk[i]) in lesion_meta:
-            ids, kind = [lnk[i]], "plain"
-        elif "." in lnk[i] and (subj[i], lnk[i].split(".")[0]) in lesion_meta:
-            ids, kind = [lnk[i].split(".")[0]], "fragment"
-        elif "/" in lnk[i] and all((subj[i], p) in lesion_meta for p in lnk[i].split("/")):
-            ids, kind = lnk[i].split("/"), "merged"
-        else:
-            raise DataError(
-                f"TR record links to lesion {lnk[i]!r}, which TU does not identify",
-                row=r,
-                subject=subj[i],
-                column="TRLNKID",
-                value=lnk[i],
-                fix="add the lesion to TU (same USUBJID and TULNKID) or correct TRLNKID",
-            )
-        meta = lesion_meta[(subj[i], ids[0])]
-        rec = records.setdefault(
-            (subj[i], readers[i], ids[0], day),
-            dict(
-                meta,
-                subject=subj[i],
-                reader=readers[i],
-                lesion_id=ids[0],
-                day=day,
-                parts=[],
-                state="",
-                hint="",
-                row=r,
-                measured_row=None,
-                state_row=None,
-            ),
-        )
-        reason = notes[i]
-        if test[i] in _STATE_TESTS:
-            s = _STATE_MAP.get(_norm_key(stresc[i] or orres[i]))
-            if stat[i] == "NOT DONE":
-                s = "not_evaluated"
-            if s is None:
-                raise DataError(
-                    "unknown lesion state",
-                    row=r,
-                    subject=subj[i],
-                    column="TRSTRESC",
-                    value=stresc[i] or orres[i],
-                    fix="use PRESENT, ABSENT, UNEQUIVOCAL, EQUIVOCAL or NOT EVALUABLE",
-                )
-            if rec["state_row"] is not None:
-                raise DataError(
-                    f"lesion {ids[0]} has two {test[i]} records on day {_show(day)} (also row "
-                    f"{rec['state_row']})",
-                    row=r,
-                    subject=subj[i],
-                    column="TRTESTCD",
-                    value=test[i],
-                    fix="keep one state record per lesion per assessment",
-                )
-            rec["state"], rec["state_row"] = s, r
-            if rec["measured_row"] is None:
-                rec["row"] = r
-            report.add(tr_name, r, subj[i], "used", reason=reason)
-            continue
-        # measurements
-        node = meta["is_node"]
-        wanted = "LPERP" if node else "LDIAM"
-        if test[i] != "DIAMETER" and test[i] != wanted:
-            why = (
-                "RECIST uses the short axis (LPERP) of a nodal lesion"
-                if node
-                else "RECIST uses the longest diameter (LDIAM) of a non-nodal lesion"
-            )
-            report.add(tr_name, r, subj[i], "dropped", rule="other_axis",
-                       reason=f"{test[i]} of lesion {lnk[i]}: {why}")
-            continue
-        x = value_of(i)
-        text = _norm_key(stresc[i] or orres[i])
-        hint = ""
-        if stat[i] == "NOT DONE":
-            x, hint = math.nan, "not_evaluated"
-        elif text in ("too small to measure", "too small", "tstm"):
-            hint = "too_small"
-        elif text in ("not evaluable", "not evaluated", "ne"):
-            x, hint = math.nan, "not_evaluated"
-        if kind != "fragment" and rec["measured_row"] is not None:
-            raise DataError(
-                f"lesion {ids[0]} is measured twice on day {_show(day)} (also row "
-                f"{rec['measured_row']})",
-                row=r,
-                subject=subj[i],
-                column="TRLNKID",
-                value=lnk[i],
-                fix="keep one measurement per lesion per assessment",
-            )
-        rec["parts"].append(x)
-        rec["hint"] = rec["hint"] or hint
-        rec["measured_row"] = rec["measured_row"] or r
-        rec["row"] = rec["measured_row"]
-        if kind == "fragment":
-            reason = (reason + "; " if reason else "") + f"fragment of split lesion {ids[0]}"
-        if kind == "merged":
-            reason = (reason + "; " if reason else "") + (
-                f"merged lesion: value assigned to {ids[0]}, 0 mm to {', '.join(ids[1:])}"
-            )
-            for other in ids[1:]:
-                om = lesion_meta[(subj[i], other)]
-                records.setdefault(
-                    (subj[i], readers[i], other, day),
-                    dict(
-                        om,
-                        subject=subj[i],
-                        reader=readers[i],
-                        lesion_id=other,
-                        day=day,
-                        parts=[0.0],
-                        state="absent",
-                        hint="",
-                        row=r,
-                        measured_row=r,
-                        state_row=None,
-                    ),
-                )
-        report.add(tr_name, r, subj[i], "used", reason=reason)
-
-    rows_out = []
-    for rec in records.values():
-        parts = rec["parts"]
-        diam = math.nan if not parts or any(math.isnan(p) for p in parts) else float(sum(parts))
-        state = rec["state"] or rec["hint"]
-        rows_out.append(
-            {
-                "subject": rec["subject"],
-                "day": rec["day"],
-                "lesion_id": rec["lesion_id"],
-                "lesion_type": rec["lesion_type"],
-                "organ": rec["organ"],
-                "is_node": rec["is_node"],
-                "diameter_mm": diam,
-                "state": state,
-                "reader": rec["reader"],
-                "row": rec["row"],
-                "source": tr_name,
-            }
-        )
-    frame = pd.DataFrame(rows_out, columns=list(LESION_COLUMNS))
-    frame = frame.sort_values(["row", "lesion_id"], kind="stable").reset_index(drop=True)
-    lesions = validate_lesions(frame, all_errors=all_errors) if len(frame) else _empty_lesions()
-
-    # SUMDIAM cross-check
-    if sumdiam:
-        derived: dict[tuple[str, str, float], float] = {}
-        for rd in sorted(set(lesions["reader"])):
-            part = lesions[lesions["reader"] == rd]
-            for _, s in sld_series(part).iterrows():
-                derived[(s["subject"], rd, s["day"])] = s["sld_mm"]
-        for i, s, rd, day, x in sumdiam:
-            d = derived.get((s, rd, day), math.nan)
-            if math.isnan(d) or math.isnan(x):
-                rule, why = "sumdiam_unchecked", "SUMDIAM not cross-checked (no derived SLD)"
-            elif abs(d - x) <= 0.5:
-                rule, why = "sumdiam_ok", "SUMDIAM agrees with the derived SLD"
-            else:
-                rule, why = (
-                    "sumdiam_mismatch",
-                    (
-                        f"SUMDIAM {_show(x)} mm differs from the derived SLD {_show(d)} mm by more "
-                        "than 0.5 mm (the derived SLD is used)"
-                    ),
-                )
-            report.add(tr_name, i + 1, s, "used", rule=rule, reason=why)
-    report._check_complete(tr_name, n_tr)
-
-    # -- RS -------------------------------------------------------------------------------------
-    resp_rows = []
-    if "RS" in doms:
-        rs, rs_name = doms["RS"]
-        res_col = _col(rs, "RSSTRESC", "RSORRES")
-        _need(rs, ["USUBJID", "RSTESTCD", res_col or "RSSTRESC", "RSDTC"], rs_name, "RS")
-        rsubj = _texts(rs, "USUBJID")
-        rtest = [t.upper() for t in _texts(rs, "RSTESTCD")]
-        rres = [t.upper() for t in _texts(rs, res_col)]
-        rcat = _texts(rs, _col(rs, "RSCAT"))
-        reval = _texts(rs, _col(rs, "RSEVAL"))
-        rreader = _texts(rs, _col(rs, "RSEVALID"))
-        racpt = [s.upper() for s in _texts(rs, _col(rs, "RSACPTFL"))]
-        rvisit = _texts(rs, _col(rs, "VISIT", "VISITNUM"))
-        acc = {rsubj[i] for i in range(len(rs)) if racpt[i] == "Y"}
-        for i in range(len(rs)):
-            r = i + 1
-            if rtest[i] != "OVRLRESP":
-                report.add(
-                    rs_name,
-                    r,
-                    rsubj[i],
-                    "dropped",
-                    rule="rs_other_test",
-                    reason=f"RSTESTCD {rtest[i]}: only OVRLRESP is read (the RECIST "
-                    "engine derives target/non-target responses)",
-                )
-                continue
-            if criteria is not None and rcat[i] and not _same(rcat[i], criteria):
-                report.add(rs_name, r, rsubj[i], "dropped", rule="other_criteria",
-                           reason=f"RSCAT {rcat[i]} (reading {criteria})")
-                continue
-            if reval[i] and not _same(reval[i], evaluator):
-                report.add(rs_name, r, rsubj[i], "dropped", rule="other_evaluator",
-                           reason=f"RSEVAL {reval[i]} (reading {evaluator})")
-                continue
-            if rsubj[i] in acc and racpt[i] != "Y":
-                report.add(rs_name, r, rsubj[i], "dropped", rule="not_accepted",
-                           reason="RSACPTFL is not Y (another read was accepted)")
-                continue
-            d, note = _date_or_fail(
-                rs["RSDTC"].iloc[i], row=r, subject=rsubj[i], column="RSDTC", partial="first"
-            )
-            if d is None:
-                report.add(
-                    rs_name, r, rsubj[i], "dropped", rule="no_date", reason="RSDTC is missing"
-                )
-                continue
-            day = float((d - _ref_for(ref, rsubj[i], r, "RS")).days)
-            resp_rows.append(
-                dict(
-                    subject=rsubj[i],
-                    day=day,
-                    visit=rvisit[i],
-                    response=rres[i],
-                    criteria=rcat[i],
-                    reader=rreader[i],
-                    row=r,
-                    source=rs_name,
-                )
-            )
-            report.add(rs_name, r, rsubj[i], "used", reason=note)
-        report._check_complete(rs_name, len(rs))
-    responses = pd.DataFrame(
-        resp_rows,
-        columns=["subject", "day", "visit", "response", "criteria", "reader", "row", "source"],
-    ).astype({"day": float, "row": np.int64})
-
-    # -- EX (dosing) ----------------------------------------------------------------------------
-    dose_rows = []
-    if "EX" in doms:
-        ex, ex_name = doms["EX"]
-        esubj = _texts(ex, "USUBJID")
-        dose_col = _col(ex, "EXDOSE")
-        unit = _texts(ex, _col(ex, "EXDOSU"))
-        trt = _texts(ex, _col(ex, "EXTRT"))
-        for i in range(len(ex)):
-            r = i + 1
-            d, _ = _parse_date(ex["EXSTDTC"].iloc[i])
-            amt = _number(ex[dose_col].iloc[i]) if dose_col else math.nan
-            if d is None or amt is None or math.isnan(amt):
-                why = "EXSTDTC is missing" if d is None else "EXDOSE is missing or not a number"
-                report.add(ex_name, r, esubj[i], "dropped", rule="ex_incomplete", reason=why)
-                continue
-            day = float((d - _ref_for(ref, esubj[i], r, "EX")).days)
-            note = "dose record"
-            if ref[esubj[i]][1] == "EX.EXSTDTC" and day == 0:
-                note = "dose record; first EXSTDTC = reference date (no DM RFXSTDTC/RFSTDTC)"
-            dose_rows.append(
-                dict(
-                    subject=esubj[i],
-                    day=day,
-                    amt=amt,
-                    unit=unit[i],
-                    treatment=trt[i],
-                    row=r,
-                    source=ex_name,
-                )
-            )
-            report.add(ex_name, r, esubj[i], "used", reason=note)
-        report._check_complete(ex_name, len(ex))
-    dosing = pd.DataFrame(
-        dose_rows, columns=["subject", "day", "amt", "unit", "treatment", "row", "source"]
-    ).astype({"day": float, "amt": float, "row": np.int64})
-
-    # -- DM -------------------------------------------------------------------------------------
+    lesion_meta = _read_tu(doms["TU"], evaluator, report)
+    lesions = _read_tr(
+        doms["TR"], lesion_meta, ref, evaluator, assessment_date, all_errors, report
+    )
+    responses = _read_rs(doms.get("RS"), ref, evaluator, criteria, report)
+    dosing = _read_ex(doms.get("EX"), ref, report)
     tumour_subjects = set(lesions["subject"]) | set(responses["subject"])
-    if "DM" in doms:
-        dm, dm_name = doms["DM"]
-        dsubj = _texts(dm, "USUBJID")
-        for i, s in enumerate(dsubj):
-            if s in tumour_subjects:
-                src = ref.get(s, (None, "none"))[1]
-                report.add(dm_name, i + 1, s, "used", reason=f"reference date from {src}")
-            else:
-                report.add(dm_name, i + 1, s, "dropped", rule="no_tumour_data",
-                           reason="no tumour records for this subject")
-        report._check_complete(dm_name, len(dm))
-
-    used_ref = {
-        s: ref[s][0].isoformat()
-        for s in sorted(tumour_subjects | set(dosing["subject"]))
-        if s in ref
-    }
-    for t in (lesions, responses, dosing):
-        t.attrs["reference_dates"] = dict(used_ref)
-    lesions.attrs["units"] = dict(_UNITS)
-    responses.attrs["units"] = {"day": "day"}
-    dosing.attrs["units"] = {"day": "day"}
+    _account_dm(doms.get("DM"), ref, tumour_subjects, report)
+    _set_sdtm_attrs(lesions, responses, dosing, ref, tumour_subjects)
     return SdtmData(lesions, responses, dosing, report)
 
 
