@@ -700,78 +700,17 @@ def _convert_legacy_evids(
         return keep
     orig = evid.copy()
     used_off: set[int] = set()
-    fix_pair = (
-        "rewrite the infusion as one NONMEM record: EVID=1, AMT=rate*duration, RATE=rate "
-        "(or DUR=duration)"
-    )
     for i in legacy:
-        e = int(orig[i])
         where = {"row": int(ctx.rows[i]), "subject": _py(ctx.ids[i]), "column": "EVID"}
-        if e != orig[i]:
-            raise DataError(
-                "EVID must be a whole number",
-                value=_show(orig[i]),
-                fix="use EVID 0-4 (NONMEM) or a classic rxode2 code",
-                **where,
-            )
-        flag = e % 100
-        kind = (e // 10000) % 10
-        cmt = (e // 100) % 100 + 100 * (e // 100000)
-        if flag == 30:
-            raise DataError(
-                "classic EVID that switches a compartment off (flag 30) is not supported",
-                value=e,
-                fix="remove the record; pkpd does not switch compartments off",
-                **where,
-            )
-        if flag not in (1, 10, 20) or kind == 3:
-            raise DataError(
-                "unknown classic rxode2 EVID",
-                value=e,
-                fix="use NONMEM EVIDs 0-4 with AMT/RATE/CMT/SS columns, or classic codes "
-                "100*cmt+1 (bolus) and 10000+100*cmt+1 (infusion)",
-                **where,
-            )
-        if kind in (4, 5):
-            raise DataError(
-                "classic EVID for a replace/multiply event (rxode2 EVID 5/6) is not supported",
-                value=e,
-                fix="remove the record or express it as a dose",
-                **where,
-            )
+        e, flag, kind, cmt = _decode_legacy_evid(orig[i], where)
         if kind in (6, 7):  # switch-off of a modelled rate/duration: implied by RATE=-1/-2
             keep[i] = False
             continue
         if i in used_off:
             keep[i] = False
             continue
-        if cmt_given[i] and w["CMT"][i] not in (0, cmt):
-            raise DataError(
-                f"CMT disagrees with the compartment {cmt} coded in the classic EVID {e}",
-                row=int(ctx.rows[i]),
-                subject=_py(ctx.ids[i]),
-                column="CMT",
-                value=_show(w["CMT"][i]),
-                fix=f"set CMT={cmt} or leave it empty",
-            )
         ss_code = {1: 0, 10: 1, 20: 2}[flag]
-        if ss_given[i] and w["SS"][i] not in (0, ss_code):
-            raise DataError(
-                f"SS disagrees with the steady-state flag coded in the classic EVID {e}",
-                row=int(ctx.rows[i]),
-                subject=_py(ctx.ids[i]),
-                column="SS",
-                value=_show(w["SS"][i]),
-                fix=f"set SS={ss_code} or leave it empty",
-            )
-        if w["RATE"][i] != 0 or w["DUR"][i] != 0:
-            raise DataError(
-                "RATE/DUR must be empty on a classic rxode2 EVID record (the EVID codes the "
-                "infusion)",
-                value=e,
-                fix="convert the record to EVID=1 with RATE or DUR, or set RATE and DUR to 0",
-                **where,
-            )
+        _check_legacy_items(w, i, e, cmt, ss_code, ctx, cmt_given, ss_given, where)
         w["CMT"][i] = cmt
         w["SS"][i] = ss_code
         w["EVID"][i] = 1
@@ -781,42 +720,144 @@ def _convert_legacy_evids(
             w["RATE"][i] = -2.0
         elif kind in (1, 2):
             amt = w["AMT"][i]
-            if not amt > 0:
-                raise DataError(
-                    "classic infusion switch-off record (negative AMT) without a preceding "
-                    "switch-on record",
-                    row=int(ctx.rows[i]),
-                    subject=_py(ctx.ids[i]),
-                    column="AMT",
-                    value=_show(amt),
-                    fix=fix_pair,
-                )
-            j_off = None
-            for j in range(i + 1, n):
-                if (
-                    ctx.ids[j] == ctx.ids[i]
-                    and orig[j] == e
-                    and j not in used_off
-                    and w["AMT"][j] == -amt
-                ):
-                    j_off = j
-                    break
-            if j_off is None:
-                raise DataError(
-                    f"classic infusion into CMT {cmt} is switched on (AMT={_show(amt)} is the "
-                    "rate) but never switched off",
-                    row=int(ctx.rows[i]),
-                    subject=_py(ctx.ids[i]),
-                    column="EVID",
-                    value=e,
-                    fix=fix_pair,
-                )
+            j_off = _legacy_switch_off(w, orig, i, e, cmt, used_off, ctx)
             used_off.add(j_off)
             keep[j_off] = False
             duration = w["TIME"][j_off] - w["TIME"][i]
             w["RATE"][i] = amt
             w["AMT"][i] = amt * duration
     return keep
+
+
+_FIX_PAIR = (
+    "rewrite the infusion as one NONMEM record: EVID=1, AMT=rate*duration, RATE=rate "
+    "(or DUR=duration)"
+)
+
+
+def _decode_legacy_evid(code: float, where: dict) -> tuple[int, int, int, int]:
+    """Check one classic rxode2 EVID and split it into (EVID, flag, kind, compartment).
+
+    ``where`` locates the record (row, subject, column) for the messages.
+    """
+    e = int(code)
+    if e != code:
+        raise DataError(
+            "EVID must be a whole number",
+            value=_show(code),
+            fix="use EVID 0-4 (NONMEM) or a classic rxode2 code",
+            **where,
+        )
+    flag = e % 100
+    kind = (e // 10000) % 10
+    cmt = (e // 100) % 100 + 100 * (e // 100000)
+    if flag == 30:
+        raise DataError(
+            "classic EVID that switches a compartment off (flag 30) is not supported",
+            value=e,
+            fix="remove the record; pkpd does not switch compartments off",
+            **where,
+        )
+    if flag not in (1, 10, 20) or kind == 3:
+        raise DataError(
+            "unknown classic rxode2 EVID",
+            value=e,
+            fix="use NONMEM EVIDs 0-4 with AMT/RATE/CMT/SS columns, or classic codes "
+            "100*cmt+1 (bolus) and 10000+100*cmt+1 (infusion)",
+            **where,
+        )
+    if kind in (4, 5):
+        raise DataError(
+            "classic EVID for a replace/multiply event (rxode2 EVID 5/6) is not supported",
+            value=e,
+            fix="remove the record or express it as a dose",
+            **where,
+        )
+    return e, flag, kind, cmt
+
+
+def _check_legacy_items(
+    w: dict[str, np.ndarray],
+    i: int,
+    e: int,
+    cmt: int,
+    ss_code: int,
+    ctx: _Ctx,
+    cmt_given: np.ndarray,
+    ss_given: np.ndarray,
+    where: dict,
+) -> None:
+    """CMT, SS, RATE and DUR given on the classic EVID record ``i`` must agree with its code."""
+    if cmt_given[i] and w["CMT"][i] not in (0, cmt):
+        raise DataError(
+            f"CMT disagrees with the compartment {cmt} coded in the classic EVID {e}",
+            row=int(ctx.rows[i]),
+            subject=_py(ctx.ids[i]),
+            column="CMT",
+            value=_show(w["CMT"][i]),
+            fix=f"set CMT={cmt} or leave it empty",
+        )
+    if ss_given[i] and w["SS"][i] not in (0, ss_code):
+        raise DataError(
+            f"SS disagrees with the steady-state flag coded in the classic EVID {e}",
+            row=int(ctx.rows[i]),
+            subject=_py(ctx.ids[i]),
+            column="SS",
+            value=_show(w["SS"][i]),
+            fix=f"set SS={ss_code} or leave it empty",
+        )
+    if w["RATE"][i] != 0 or w["DUR"][i] != 0:
+        raise DataError(
+            "RATE/DUR must be empty on a classic rxode2 EVID record (the EVID codes the "
+            "infusion)",
+            value=e,
+            fix="convert the record to EVID=1 with RATE or DUR, or set RATE and DUR to 0",
+            **where,
+        )
+
+
+def _legacy_switch_off(
+    w: dict[str, np.ndarray],
+    orig: np.ndarray,
+    i: int,
+    e: int,
+    cmt: int,
+    used_off: set[int],
+    ctx: _Ctx,
+) -> int:
+    """The record that switches off the classic infusion switched on by record ``i``.
+
+    It is the next record of the same subject with the same classic EVID and AMT = -(the
+    rate), not yet paired; ``orig`` holds the EVIDs as read.
+    """
+    amt = w["AMT"][i]
+    if not amt > 0:
+        raise DataError(
+            "classic infusion switch-off record (negative AMT) without a preceding "
+            "switch-on record",
+            row=int(ctx.rows[i]),
+            subject=_py(ctx.ids[i]),
+            column="AMT",
+            value=_show(amt),
+            fix=_FIX_PAIR,
+        )
+    for j in range(i + 1, len(orig)):
+        if (
+            ctx.ids[j] == ctx.ids[i]
+            and orig[j] == e
+            and j not in used_off
+            and w["AMT"][j] == -amt
+        ):
+            return j
+    raise DataError(
+        f"classic infusion into CMT {cmt} is switched on (AMT={_show(amt)} is the "
+        "rate) but never switched off",
+        row=int(ctx.rows[i]),
+        subject=_py(ctx.ids[i]),
+        column="EVID",
+        value=e,
+        fix=_FIX_PAIR,
+    )
 
 
 def _load(source) -> tuple[pd.DataFrame, np.ndarray | None, bool, dict | None]:
@@ -829,6 +870,37 @@ def _load(source) -> tuple[pd.DataFrame, np.ndarray | None, bool, dict | None]:
     path = Path(source)
     frame, rows, info = _read_text_table(path)
     return frame, rows, True, info
+
+
+@dataclass(eq=False)
+class _Reading:
+    """The records :func:`read_nonmem` is validating, and what locates them in the source."""
+
+    frame: pd.DataFrame  # the records: reserved columns renamed upper case, ROW/ATIME dropped
+    lines: np.ndarray  # physical line of each record (a DataFrame's position 1..N)
+    ctx: _Ctx  # ROW numbers and subject IDs, for messages
+    names: dict[str, str]  # original -> canonical name of the reserved columns
+    found: str  # the columns found (after renaming), for messages
+    from_text: bool  # read from a text file: user columns are parsed
+    info: dict | None  # what _read_text_table says about the file; None for a DataFrame
+    present: dict[str, bool]  # canonical column -> given in the source
+    w: dict[str, np.ndarray] = field(default_factory=dict)  # canonical input columns, float
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+    def keep_only(self, keep: np.ndarray) -> list[tuple[int, int, object]]:
+        """Drop the records not in ``keep``; return (line, ROW, ID) of each one dropped."""
+        ctx = self.ctx
+        dropped = [(int(self.lines[i]), int(ctx.rows[i]), _py(ctx.ids[i]))
+                   for i in np.flatnonzero(~keep)]
+        if not keep.all():
+            self.lines = self.lines[keep]
+            self.w = {k: v[keep] for k, v in self.w.items()}
+            self.ctx = ctx.subset(keep)
+            self.frame = self.frame.loc[keep].reset_index(drop=True)
+        return dropped
 
 
 def read_nonmem(
@@ -908,6 +980,36 @@ def read_nonmem(
     if blq_method not in ("m1", "m3", "m4"):
         raise ValueError(f"blq_method must be 'm1', 'm3' or 'm4', got {blq_method!r}")
 
+    r = _read_source(source)  # the records, reserved names normalised, ROW and ID
+    # validate each column, then convert legacy EVIDs (dropping their switch-off records)
+    r.w, cmt_given, ss_given = _parse_columns(r, cmt_names, default_cmt)
+    folded = r.keep_only(_convert_legacy_evids(r.w, r.ctx, cmt_given, ss_given))
+    # derive EVID, CMT, AMT, CENS/LIMIT, MDV and ATIME, checking each
+    evid, inferred = _resolve_evid(r.w, r.ctx)
+    is_dose, is_obs = np.isin(evid, _DOSE_EVIDS), evid == 0
+    cmt = _resolve_cmt(r.w["CMT"], r.ctx, n_cmt, cmt_names, default_cmt)
+    _check_nondose_items(r, evid, is_dose)
+    _check_dose_ranges(r.w, is_dose, r.ctx)
+    amt = _dose_amounts(r.w, is_dose, r.ctx)
+    cens, limit, dv, mdv_forced = _censoring(r, is_obs, blq_method)
+    mdv, given_lost = _resolve_mdv(r.w["MDV"], dv, is_obs, evid, mdv_forced, r.ctx)
+    codes, atime = _absolute_time(r.w["TIME"], evid, r.ctx)
+    # warn, assemble the table and its row account
+    _warn_records(r, codes, atime, evid, cmt, is_dose, inferred, given_lost)
+    result = _assemble(r, evid=evid, amt=amt, cmt=cmt, dv=dv, mdv=mdv, cens=cens, limit=limit,
+                       atime=atime)
+    account = _read_account(result, r.lines, r.info, folded, time_unit)
+    return EventTable(result, time_unit=time_unit, amt_unit=amt_unit, dv_unit=dv_unit,
+                      rows=account)
+
+
+# ------------------------------------------------------------------------------------------------
+# read_nonmem, step by step
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_source(source) -> _Reading:
+    """Read the file or frame; normalise the reserved column names; ROW numbers and IDs."""
     frame, file_rows, from_text, info = _load(source)
     n = len(frame)
     # physical line of each record (a DataFrame's position 1..N), for the row account
@@ -945,9 +1047,19 @@ def read_nonmem(
     if info and info["separator"] == ";":
         ctx.note = ("the file is read as semicolon-separated, with decimal commas (1,5 is read as "
                     "1.5)")
-
-    # -- numeric canonical columns -----------------------------------------------------------------
     present = {c: c in frame.columns for c in CANONICAL_COLUMNS}
+    return _Reading(frame, lines, ctx, names, found, from_text, info, present)
+
+
+def _parse_columns(
+    r: _Reading, cmt_names: Mapping[str, int] | None, default_cmt: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Parse and check the numeric canonical columns (absent ones are all NaN).
+
+    Returns the columns as float (RATE, DUR, II, ADDL and SS with 0 for missing), and the masks
+    of records with a CMT and with an SS given.
+    """
+    frame, ctx, n, present = r.frame, r.ctx, r.n, r.present
     w: dict[str, np.ndarray] = {}
     for col in _NUMERIC_INPUT:
         w[col] = _parse_numeric(frame[col], col, ctx) if present[col] else np.full(n, np.nan)
@@ -990,20 +1102,16 @@ def read_nonmem(
     ss_given = ~np.isnan(w["SS"])
     for col in ("RATE", "DUR", "II", "ADDL", "SS"):
         w[col] = np.where(np.isnan(w[col]), 0.0, w[col])
+    return w, cmt_given, ss_given
 
-    # -- EVID: legacy codes, inference, range ----------------------------------------------------
-    keep = _convert_legacy_evids(w, ctx, cmt_given, ss_given)
-    folded = [(int(lines[i]), int(ctx.rows[i]), _py(ctx.ids[i])) for i in np.flatnonzero(~keep)]
-    if not keep.all():
-        lines = lines[keep]
-        w = {k: v[keep] for k, v in w.items()}
-        cmt_given, ss_given = cmt_given[keep], ss_given[keep]
-        ctx = ctx.subset(keep)
-        ids = ctx.ids
-        frame = frame.loc[keep].reset_index(drop=True)
-        n = len(frame)
+
+def _resolve_evid(w: dict[str, np.ndarray], ctx: _Ctx) -> tuple[np.ndarray, np.ndarray]:
+    """EVID after the legacy conversion: infer missing ones, check the range.
+
+    Returns (EVID as int64, mask of the inferred ones).
+    """
     evid = w["EVID"]
-    amt, rate, mdv_in, dv = w["AMT"], w["RATE"], w["MDV"], w["DV"]
+    amt, rate, mdv_in = w["AMT"], w["RATE"], w["MDV"]
     inferred = np.isnan(evid)
     if inferred.any():
         guess = np.where((amt > 0) | (rate != 0), 1.0, np.where(mdv_in == 1, 2.0, 0.0))
@@ -1027,13 +1135,19 @@ def read_nonmem(
                 " classic rxode2 codes 100*cmt+1 and 10000+100*cmt+1 are converted"
             )
         ctx.fail(bad, problem, column="EVID", values=evid, fix=fix)
-    evid = evid.astype(np.int64)
-    is_dose = np.isin(evid, _DOSE_EVIDS)
-    nondose = ~is_dose
+    return evid.astype(np.int64), inferred
 
-    # -- CMT -------------------------------------------------------------------------------------
+
+def _resolve_cmt(
+    cmt_in: np.ndarray,
+    ctx: _Ctx,
+    n_cmt: int | None,
+    cmt_names: Mapping[str, int] | None,
+    default_cmt: int | None,
+) -> np.ndarray:
+    """CMT with the default filled in, checked against the model's compartments (int64)."""
     fill = float(default_cmt) if default_cmt is not None else 0.0
-    cmt = np.where(np.isnan(w["CMT"]), fill, w["CMT"])
+    cmt = np.where(np.isnan(cmt_in), fill, cmt_in)
     ctx.fail(
         cmt < 0,
         "negative CMT (switching a compartment off) is not supported",
@@ -1058,18 +1172,22 @@ def read_nonmem(
             values=cmt,
             fix="use one of " + ", ".join(f"{k}={v}" for k, v in cmt_names.items()),
         )
-    cmt = cmt.astype(np.int64)
+    return cmt.astype(np.int64)
 
-    # -- dose items ------------------------------------------------------------------------------
-    if not present["AMT"] and is_dose.any():
+
+def _check_nondose_items(r: _Reading, evid: np.ndarray, is_dose: np.ndarray) -> None:
+    """Doses need an AMT column; RATE, AMT, II, ADDL, SS and DUR belong on doses only."""
+    ctx, w = r.ctx, r.w
+    nondose = ~is_dose
+    if not r.present["AMT"] and is_dose.any():
         ctx.fail(
             is_dose,
-            f"dose records (EVID 1/4) need an AMT column (columns found: {found})",
+            f"dose records (EVID 1/4) need an AMT column (columns found: {r.found})",
             column="AMT",
             values=evid,
             fix="add an AMT column with the dose amounts",
         )
-    ii, addl, ss, dur = w["II"], w["ADDL"], w["SS"], w["DUR"]
+    amt, rate = w["AMT"], w["RATE"]
     evtxt = "EVID 0/2/3 (observation, other, reset)"
     ctx.fail(
         nondose & (rate != 0),
@@ -1086,7 +1204,8 @@ def read_nonmem(
         values=amt,
         fix="set AMT=0 (or '.'), or make the record a dose (EVID=1)",
     )
-    for col, x in (("II", ii), ("ADDL", addl), ("SS", ss), ("DUR", dur)):
+    for col in ("II", "ADDL", "SS", "DUR"):
+        x = w[col]
         ctx.fail(
             nondose & (x != 0),
             f"{col} must be 0 on {evtxt} records",
@@ -1094,6 +1213,11 @@ def read_nonmem(
             values=x,
             fix=f"set {col}=0 (or '.'), or make the record a dose (EVID=1)",
         )
+
+
+def _check_dose_ranges(w: dict[str, np.ndarray], is_dose: np.ndarray, ctx: _Ctx) -> None:
+    """SS, RATE, DUR, ADDL and II in range (ADDL also within the expansion limits)."""
+    rate, ii, addl, ss, dur = w["RATE"], w["II"], w["ADDL"], w["SS"], w["DUR"]
     ctx.fail(
         is_dose & ~np.isin(ss, (0, 1, 2, 3)),
         "SS must be 0, 1, 2 or 3",
@@ -1138,6 +1262,15 @@ def read_nonmem(
         values=ii,
         fix="write the dosing interval (> 0) in II",
     )
+
+
+def _dose_amounts(w: dict[str, np.ndarray], is_dose: np.ndarray, ctx: _Ctx) -> np.ndarray:
+    """Check AMT and II on doses (a steady-state constant infusion has AMT=0, II=0).
+
+    Returns AMT with 0 on the records that are not doses.
+    """
+    amt, rate, ii, addl, ss = w["AMT"], w["RATE"], w["II"], w["ADDL"], w["SS"]
+    n = len(amt)
     ss_inf = is_dose & (ss > 0) & (rate != 0) & (ii == 0) & (np.isnan(amt) | (amt == 0))
     ctx.fail(
         ss_inf & (rate == -2),
@@ -1192,15 +1325,24 @@ def read_nonmem(
         values=ii,
         fix="write the dosing interval in II, or set SS=0",
     )
-    amt = np.where(nondose, 0.0, amt)
+    return np.where(~is_dose, 0.0, amt)
 
-    # -- BLQ / censoring -------------------------------------------------------------------------
-    is_obs = evid == 0
+
+def _censoring(
+    r: _Reading, is_obs: np.ndarray, blq_method: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CENS and LIMIT from a CENS column, or from BLQ flags and the LLOQ (``blq_method``).
+
+    Returns (CENS, LIMIT, DV with the LLOQ on BLQ records, MDV forced by the BLQ handling or
+    -1 where not forced).
+    """
+    frame, ctx, n, w = r.frame, r.ctx, r.n, r.w
+    dv = w["DV"]
     cens = w["CENS"]
     limit = w["LIMIT"]
     mdv_forced = np.full(n, -1)  # -1 = not forced by BLQ handling
-    upper = {str(c).strip().upper(): c for c in frame.columns if c not in names.values()}
-    if present["CENS"]:
+    upper = {str(c).strip().upper(): c for c in frame.columns if c not in r.names.values()}
+    if r.present["CENS"]:
         cens = np.where(np.isnan(cens), 0.0, cens)
         ctx.fail(
             ~np.isin(cens, (-1, 0, 1)),
@@ -1242,8 +1384,21 @@ def read_nonmem(
         values=np.full(n, "."),
         fix="write the LLOQ (CENS=1) or ULOQ (CENS=-1) in DV",
     )
+    return cens, limit, dv, mdv_forced
 
-    # -- MDV ---------------------------------------------------------------------------------------
+
+def _resolve_mdv(
+    mdv_in: np.ndarray,
+    dv: np.ndarray,
+    is_obs: np.ndarray,
+    evid: np.ndarray,
+    mdv_forced: np.ndarray,
+    ctx: _Ctx,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MDV: checked, inferred from DV where missing, 1 on every record that is not an observation.
+
+    Returns (MDV as int64, mask of observations given MDV=0 but no DV).
+    """
     ctx.fail(
         ~np.isnan(mdv_in) & ~np.isin(mdv_in, (0, 1, 100, 101)),
         "MDV must be 0 or 1 (100/101 accepted)",
@@ -1258,9 +1413,17 @@ def read_nonmem(
     mdv = np.where(lost, 1.0, mdv)
     mdv = np.where(mdv_forced >= 0, mdv_forced, mdv)
     mdv = np.where(evid != 0, 1.0, mdv).astype(np.int64)
+    return mdv, given_lost
 
-    # -- time order and ATIME --------------------------------------------------------------------
-    time = w["TIME"]
+
+def _absolute_time(
+    time: np.ndarray, evid: np.ndarray, ctx: _Ctx
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check the time order within subjects; ATIME (monotone across resets).
+
+    Returns (subject codes in order of first appearance, ATIME).
+    """
+    ids = ctx.ids
     codes, _ = pd.factorize(pd.Series(ids, dtype=object), sort=False)
     time_s = pd.Series(time)
     prev_time = time_s.groupby(codes).shift().to_numpy(dtype=float)
@@ -1281,17 +1444,34 @@ def read_nonmem(
         )
     drop = np.where(np.isnan(prev_time), 0.0, np.maximum(prev_time - time, 0.0))
     atime = time + pd.Series(drop).groupby(codes).cumsum().to_numpy(dtype=float)
+    return codes, atime
 
-    # -- warnings ----------------------------------------------------------------------------------
-    _warn_noncontiguous(codes, ids, ctx)
-    dv_on_dose = is_dose & ~np.isnan(w["DV"]) & ((w["DV"] != 0) | inferred)
+
+def _warn_records(
+    r: _Reading,
+    codes: np.ndarray,
+    atime: np.ndarray,
+    evid: np.ndarray,
+    cmt: np.ndarray,
+    is_dose: np.ndarray,
+    inferred: np.ndarray,
+    given_lost: np.ndarray,
+) -> None:
+    """Warn about valid records that are probably not what the user meant.
+
+    Called by :func:`read_nonmem` only: the warnings name the line that called it.
+    """
+    ctx, dv_in = r.ctx, r.w["DV"]
+    _warn_noncontiguous(codes, ctx.ids, ctx, stacklevel=5)
+    dv_on_dose = is_dose & ~np.isnan(dv_in) & ((dv_in != 0) | inferred)
     if dv_on_dose.any():
         idx = np.flatnonzero(dv_on_dose)
         _warn(
             f"DV is given on dose records at rows {ctx.rows_text(idx)}; pkpd ignores DV on "
             "dose records (NONMEM does too, while Monolix would read a row with both a dose "
             "and a measurement as a measurement). Fix: move the measurement to its own "
-            "EVID=0 record, or write '.' in DV on dose records"
+            "EVID=0 record, or write '.' in DV on dose records",
+            stacklevel=4,
         )
     key = pd.DataFrame({"c": codes, "t": atime, "e": evid, "m": cmt})
     dup = key.duplicated(keep=False).to_numpy()
@@ -1300,43 +1480,57 @@ def read_nonmem(
         _warn(
             f"duplicate records (same ID, TIME, EVID and CMT) at rows {ctx.rows_text(idx)}; "
             "they are all kept and processed in file order. Fix: remove repeated records if "
-            "they are not intended"
+            "they are not intended",
+            stacklevel=4,
         )
     if given_lost.any():
         _warn(
             f"observation records with MDV=0 but no DV at rows "
             f"{ctx.rows_text(np.flatnonzero(given_lost))}; they are treated as MDV=1 (not "
-            "observations). Fix: write the measured value in DV or set MDV=1"
+            "observations). Fix: write the measured value in DV or set MDV=1",
+            stacklevel=4,
         )
 
-    # -- assemble ----------------------------------------------------------------------------------
+
+def _assemble(
+    r: _Reading,
+    *,
+    evid: np.ndarray,
+    amt: np.ndarray,
+    cmt: np.ndarray,
+    dv: np.ndarray,
+    mdv: np.ndarray,
+    cens: np.ndarray,
+    limit: np.ndarray,
+    atime: np.ndarray,
+) -> pd.DataFrame:
+    """The event table: canonical columns, ROW and ATIME, then the user's columns."""
+    w, ctx = r.w, r.ctx
     out = {
-        "ID": ids,
-        "TIME": time.astype(float),
+        "ID": ctx.ids,
+        "TIME": w["TIME"].astype(float),
         "EVID": evid,
         "AMT": amt.astype(float),
         "CMT": cmt,
-        "RATE": rate.astype(float),
-        "II": ii.astype(float),
-        "ADDL": addl.astype(np.int64),
-        "SS": ss.astype(np.int64),
+        "RATE": w["RATE"].astype(float),
+        "II": w["II"].astype(float),
+        "ADDL": w["ADDL"].astype(np.int64),
+        "SS": w["SS"].astype(np.int64),
         "DV": dv.astype(float),
         "MDV": mdv,
-        "DUR": dur.astype(float),
+        "DUR": w["DUR"].astype(float),
         "CENS": cens.astype(np.int64),
         "LIMIT": limit.astype(float),
         "ROW": ctx.rows.astype(np.int64),
         "ATIME": atime.astype(float),
     }
     result = pd.DataFrame(out)
-    for col in frame.columns:
-        if col in names.values():
+    for col in r.frame.columns:
+        if col in r.names.values():
             continue
-        values = frame[col].reset_index(drop=True)
-        result[col] = _parse_user_column(values) if from_text else values
-    account = _read_account(result, lines, info, folded, time_unit)
-    return EventTable(result, time_unit=time_unit, amt_unit=amt_unit, dv_unit=dv_unit,
-                      rows=account)
+        values = r.frame[col].reset_index(drop=True)
+        result[col] = _parse_user_column(values) if r.from_text else values
+    return result
 
 
 def _blq_flags(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
@@ -1369,7 +1563,8 @@ def _blq_flags(values: pd.Series, col: str, ctx: _Ctx) -> np.ndarray:
     return out
 
 
-def _warn_noncontiguous(codes: np.ndarray, ids: np.ndarray, ctx: _Ctx) -> None:
+def _warn_noncontiguous(codes: np.ndarray, ids: np.ndarray, ctx: _Ctx,
+                        stacklevel: int = 4) -> None:
     if len(codes) < 2:
         return
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
@@ -1388,7 +1583,7 @@ def _warn_noncontiguous(codes: np.ndarray, ids: np.ndarray, ctx: _Ctx) -> None:
             "subjects. NONMEM would start a new individual there; pkpd groups all records of "
             "an ID into one subject (in file order). Fix: sort the file by ID (keeping the "
             "time order), or give the second block its own ID",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -1653,6 +1848,36 @@ def expand_addl(
     addl = df["ADDL"].to_numpy()
     ii = df["II"].to_numpy(dtype=float)
     is_src = np.isin(evid, _DOSE_EVIDS) & (addl > 0)
+    _check_addl_sources(df, is_src, addl, ii)
+    copies, rep_idx, k = _implied_doses(df, is_src, addl, ii)
+    df.loc[is_src, "ADDL"] = 0
+
+    codes_all, _ = pd.factorize(df["ID"].astype(object), sort=False)
+    explicit_implied = df["ADDL_SRC"].to_numpy() > 0
+    if len(copies):
+        _snap_implied_times(copies, codes_all[rep_idx], codes_all, df)
+
+    full = pd.concat([df, copies], ignore_index=True)
+    codes = np.concatenate([codes_all, codes_all[rep_idx]])
+    implied = np.concatenate([explicit_implied, np.ones(len(copies), dtype=bool)])
+    base_pos = np.concatenate([np.arange(n), rep_idx])
+    kk = np.concatenate([df["ADDL_SRC"].to_numpy(), k])
+    order = _processing_order(full, codes, implied, base_pos, kk, tie_order)
+    full = full.iloc[order].reset_index(drop=True)
+    implied = implied[order]
+    full["SEQ"] = full.groupby(codes[order], sort=False).cumcount().astype(np.int64)
+    _warn_obs_at_implied_doses(full, codes[order], implied)
+    cols = [c for c in full.columns if c not in ("ADDL_SRC", "SEQ")] + ["ADDL_SRC", "SEQ"]
+    return EventTable(
+        full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit, dv_unit=table.dv_unit,
+        rows=table.rows,
+    )
+
+
+def _check_addl_sources(
+    df: pd.DataFrame, is_src: np.ndarray, addl: np.ndarray, ii: np.ndarray
+) -> None:
+    """ADDL sources (doses with ADDL>0) need II>0, and must stay within the expansion limits."""
     if np.any(is_src & ~(ii > 0)):
         i = int(np.flatnonzero(is_src & ~(ii > 0))[0])
         raise DataError(
@@ -1665,6 +1890,15 @@ def expand_addl(
         )
     _check_addl_size(np.where(is_src, addl, 0),
                      _Ctx(df["ROW"].to_numpy(), df["ID"].astype(object).to_numpy()))
+
+
+def _implied_doses(
+    df: pd.DataFrame, is_src: np.ndarray, addl: np.ndarray, ii: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The implied doses k = 1..ADDL of every source record, at TIME + k*II.
+
+    Returns (the implied dose records, the position of each one's source in ``df``, k).
+    """
     src_idx = np.flatnonzero(is_src)
     reps = addl[src_idx].astype(np.int64)
     rep_idx = np.repeat(src_idx, reps)
@@ -1682,33 +1916,46 @@ def expand_addl(
     copies["SS"] = 0
     copies["MDV"] = 1
     copies["ADDL_SRC"] = k.astype(np.int64)
-    df.loc[is_src, "ADDL"] = 0
+    return copies, rep_idx, k
 
-    codes_all, _ = pd.factorize(df["ID"].astype(object), sort=False)
-    explicit_implied = df["ADDL_SRC"].to_numpy() > 0
-    # snap implied times onto explicit record times that differ only by rounding error
-    if len(copies):
-        c_codes = codes_all[rep_idx]
-        c_at = copies["ATIME"].to_numpy(dtype=float)
-        e_at = df["ATIME"].to_numpy(dtype=float)
-        new_at = c_at.copy()
-        for code in np.unique(c_codes):
-            sel = np.flatnonzero(c_codes == code)
-            ref = np.sort(e_at[codes_all == code])
-            pos = np.clip(np.searchsorted(ref, c_at[sel]), 1, max(len(ref) - 1, 1))
-            for cand in (pos - 1, np.minimum(pos, len(ref) - 1)):
-                near = ref[cand]
-                close = np.abs(near - c_at[sel]) <= _SNAP_RTOL * np.maximum(1.0, np.abs(near))
-                new_at[sel[close]] = near[close]
-        delta = new_at - c_at
-        copies["ATIME"] = new_at
-        copies["TIME"] = copies["TIME"].to_numpy(dtype=float) + delta
 
-    full = pd.concat([df, copies], ignore_index=True)
-    codes = np.concatenate([codes_all, codes_all[rep_idx]])
-    implied = np.concatenate([explicit_implied, np.ones(len(copies), dtype=bool)])
-    base_pos = np.concatenate([np.arange(n), rep_idx])
-    kk = np.concatenate([df["ADDL_SRC"].to_numpy(), k])
+def _snap_implied_times(
+    copies: pd.DataFrame, c_codes: np.ndarray, codes_all: np.ndarray, df: pd.DataFrame
+) -> None:
+    """Snap implied dose times onto explicit record times that differ only by rounding error.
+
+    An implied ATIME within a relative ``_SNAP_RTOL`` of an ATIME of the same subject in ``df``
+    is set exactly to it (TIME moves with it); ``copies`` is changed in place. ``c_codes`` and
+    ``codes_all`` are the subject codes of ``copies`` and ``df``.
+    """
+    c_at = copies["ATIME"].to_numpy(dtype=float)
+    e_at = df["ATIME"].to_numpy(dtype=float)
+    new_at = c_at.copy()
+    for code in np.unique(c_codes):
+        sel = np.flatnonzero(c_codes == code)
+        ref = np.sort(e_at[codes_all == code])
+        pos = np.clip(np.searchsorted(ref, c_at[sel]), 1, max(len(ref) - 1, 1))
+        for cand in (pos - 1, np.minimum(pos, len(ref) - 1)):
+            near = ref[cand]
+            close = np.abs(near - c_at[sel]) <= _SNAP_RTOL * np.maximum(1.0, np.abs(near))
+            new_at[sel[close]] = near[close]
+    delta = new_at - c_at
+    copies["ATIME"] = new_at
+    copies["TIME"] = copies["TIME"].to_numpy(dtype=float) + delta
+
+
+def _processing_order(
+    full: pd.DataFrame,
+    codes: np.ndarray,
+    implied: np.ndarray,
+    base_pos: np.ndarray,
+    kk: np.ndarray,
+    tie_order: str,
+) -> np.ndarray:
+    """The order in which the records are processed: by subject, ATIME, then ``tie_order``.
+
+    Within a tie group, by source position ``base_pos``, then ADDL index ``kk``.
+    """
     ev = full["EVID"].to_numpy()
     if tie_order == "file":
         rank = np.where(implied, 0, 1)
@@ -1719,13 +1966,12 @@ def expand_addl(
     else:
         rank = np.where(~implied & (ev == 0), 0, np.where(implied, 1, 2))
     atime = full["ATIME"].to_numpy(dtype=float)
-    order = np.lexsort((kk, base_pos, rank, atime, codes))
-    full = full.iloc[order].reset_index(drop=True)
-    implied = implied[order]
-    full["SEQ"] = full.groupby(codes[order], sort=False).cumcount().astype(np.int64)
+    return np.lexsort((kk, base_pos, rank, atime, codes))
 
-    # observations exactly at an implied dose time
-    f_codes = codes[order]
+
+def _warn_obs_at_implied_doses(full: pd.DataFrame, f_codes: np.ndarray,
+                               implied: np.ndarray) -> None:
+    """Warn about observations exactly at an implied dose time (called by expand_addl only)."""
     f_at = full["ATIME"].to_numpy(dtype=float)
     dose_keys = set(zip(f_codes[implied].tolist(), f_at[implied].tolist()))
     obs = full["EVID"].to_numpy() == 0
@@ -1742,9 +1988,5 @@ def expand_addl(
             "NONMEM the dose is given first, so these samples are post-dose. Fix: if they are "
             "troughs, move the sample time slightly earlier (e.g. by 1e-3 h) or make the dose "
             "explicit after the observation",
+            stacklevel=4,
         )
-    cols = [c for c in full.columns if c not in ("ADDL_SRC", "SEQ")] + ["ADDL_SRC", "SEQ"]
-    return EventTable(
-        full[cols], time_unit=table.time_unit, amt_unit=table.amt_unit, dv_unit=table.dv_unit,
-        rows=table.rows,
-    )
