@@ -323,7 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the traceback of an unexpected error (any position)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     p.set_defaults(_commands=sub.choices)
+    _add_exposure(sub)
+    _add_predict(sub)
+    _add_simulate(sub)
+    _add_recist(sub)
+    _add_cards(sub)
+    _add_fit(sub)
+    _add_summary(sub)
+    _add_demo(sub)
+    return p
 
+
+def _add_exposure(sub) -> None:
     e = sub.add_parser("exposure", help="per-cycle Cmax, Ctrough and AUC of a regimen")
     e.add_argument("drug", help="model card name (e.g. anlotinib, durvalumab) or .toml path")
     e.add_argument("--regimen", required=True, help='e.g. "12 mg PO QD D1-14 Q21D"')
@@ -335,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_exposure)
 
+
+def _add_predict(sub) -> None:
     q = sub.add_parser("predict", help="predict at every EVID 0/2 record of a NONMEM file")
     q.add_argument("--model", required=True, help="model card name or .toml path")
     q.add_argument("--data", required=True, help="NONMEM-style CSV")
@@ -348,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "blank lines) with what became of it")
     q.set_defaults(func=_cmd_predict)
 
+
+def _add_simulate(sub) -> None:
     s = sub.add_parser("simulate", help="tumour-size trajectories of virtual patients")
     s.add_argument("--model", required=True, help="tumour card (e.g. sclc_triplet_tgi)")
     s.add_argument("--regimen", action="append", required=True, metavar='"DRUG: TEXT"',
@@ -367,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FILE.csv (+ FILE_patients.csv, FILE_meta.json) or FILE.nc")
     s.set_defaults(func=_cmd_simulate)
 
+
+def _add_recist(sub) -> None:
     r = sub.add_parser("recist", help="RECIST 1.1 responses, BOR and PFS from lesion data")
     r.add_argument("lesions", help="lesion-level .csv/.xlsx (subject, day, lesion_id, "
                    "lesion_type, organ, is_node, diameter_mm, state) or an SDTM folder")
@@ -389,10 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "fix) to this CSV (header only when there is none); implies --all-errors")
     r.set_defaults(func=_cmd_recist)
 
+
+def _add_cards(sub) -> None:
     c = sub.add_parser("cards", help="list model cards, or show one")
     c.add_argument("name", nargs="?")
     c.set_defaults(func=_cmd_cards)
 
+
+def _add_fit(sub) -> None:
     f = sub.add_parser("fit", help="hierarchical Bayesian fit of a spec (fits/*.toml)")
     f.add_argument("spec", help="fit specification (TOML)")
     f.add_argument("--out", help="results folder (default: next to the spec, named after its "
@@ -410,15 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress output")
     f.set_defaults(func=_cmd_fit)
 
+
+def _add_summary(sub) -> None:
     m = sub.add_parser("summary", help="print a saved fit's summary and diagnostics")
     m.add_argument("path", help="fit folder (fits/NAME)")
     m.set_defaults(func=_cmd_summary)
 
+
+def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="the main job: triplet-regimen exposure report")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--n", type=int, default=500, help="virtual patients for the IIV bands")
     d.set_defaults(func=_cmd_demo)
-    return p
 
 
 #: per command: what it does, and the argument that names its main input (for unexpected errors)
