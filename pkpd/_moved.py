@@ -8,7 +8,6 @@ attributes, monkeypatching and pickles agree) and warns once, naming the new pat
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
@@ -33,7 +32,9 @@ MOVED = {
 REMOVED_IN = "0.2"
 
 
-class _MovedLoader(importlib.abc.Loader):
+class _MovedLoader:
+    """Loader protocol (importlib.abc is not imported: it costs more than all of pkpd)."""
+
     def __init__(self, new: str):
         self.new = new
 
@@ -49,7 +50,9 @@ class _MovedLoader(importlib.abc.Loader):
         sys.modules[old] = importlib.import_module(self.new)
 
 
-class MovedFinder(importlib.abc.MetaPathFinder):
+class MovedFinder:
+    """A ``sys.meta_path`` finder for the old paths."""
+
     def find_spec(self, fullname, path=None, target=None):
         new = MOVED.get(fullname)
         if new is None:

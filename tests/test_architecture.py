@@ -29,7 +29,7 @@ PKG = ROOT / "pkpd"
 #: The layers in the order data flows (docs/architecture.md). A module may import modules of a
 #: lower layer, and modules of its own subpackage (or, for the ground, other ground modules).
 LAYERS = [
-    ("ground", ["pkpd.errors", "pkpd.units", "pkpd.io", "pkpd.params"]),
+    ("ground", ["pkpd.errors", "pkpd.units", "pkpd.io", "pkpd.params", "pkpd._lazy"]),
     ("dosing", ["pkpd.dosing"]),
     ("cards", ["pkpd.cards"]),
     ("pk", ["pkpd.pk"]),
@@ -156,7 +156,7 @@ def test_the_cycle_finder_finds_a_circle():
 
 def test_the_card_loader_imports_nothing_above_it():
     assert {d for m in MODULES if m.startswith("pkpd.cards") for d in GRAPH[m]} <= {
-        "pkpd.errors", "pkpd.io", "pkpd.params", "pkpd.units", "pkpd.cards.card",
+        "pkpd.errors", "pkpd.io", "pkpd.params", "pkpd.units", "pkpd._lazy", "pkpd.cards.card",
         "pkpd.cards.registry"}
 
 
@@ -226,3 +226,24 @@ def test_documented_top_level_and_subpackage_names_resolve():
     # pkpd.pk and pkpd.cards were modules in 0.1; their old names are still there
     from pkpd.cards import Card, list_cards, load_card  # noqa: F401
     from pkpd.pk import PKModel, check_domains, default_domain, make_model  # noqa: F401
+
+
+def test_subpackage_exports_come_from_their_modules():
+    for sub in ("dosing", "cards", "pk", "tumour", "clinical"):
+        pkg = importlib.import_module(f"pkpd.{sub}")
+        for mod, names in pkg._EXPORTS.items():
+            module = importlib.import_module(f"pkpd.{sub}.{mod}")
+            assert set(names) <= set(module.__all__), (sub, mod)
+            for name in names:
+                assert getattr(pkg, name) is getattr(module, name)
+
+
+def test_importing_one_module_does_not_import_its_siblings():
+    """Subpackages re-export lazily: the engine alone does not pay for NCA, predict, exposure."""
+    code = ("import sys, pkpd.pk.engine, pkpd.dosing.regimen; "
+            "print(sorted(m for m in ('pkpd.pk.nca', 'pkpd.pk.predict', 'pkpd.pk.exposure', "
+            "'pkpd.dosing.events', 'pkpd.tumour', 'pkpd.clinical') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -5,26 +5,14 @@ literature source of every number.
 * :mod:`pkpd.cards.registry`: card kinds. Each model registers what its kind of card needs
   (:func:`register_kind`), so that the loader imports nothing above it.
 
-Imports only the ground modules. ``Card`` and the loader are loaded on first use, so that
-``import pkpd`` stays light.
+Imports only the ground modules. Names are loaded on first use, so that ``import pkpd`` stays light.
 """
 
-from .registry import CardKind, card_kind, declare_provider, known_kinds, register_kind
+from .._lazy import attach
 
-_LAZY = ("Card", "load_card", "list_cards", "models_dir")
+_EXPORTS = {
+    "card": ("Card", "load_card", "list_cards", "models_dir"),
+    "registry": ("CardKind", "card_kind", "declare_provider", "known_kinds", "register_kind"),
+}
 
-__all__ = [*_LAZY, "CardKind", "card_kind", "declare_provider", "known_kinds", "register_kind"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'pkpd.cards' has no attribute {name!r}")
-    from . import card
-
-    value = getattr(card, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

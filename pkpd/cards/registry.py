@@ -16,28 +16,30 @@ kind is loaded.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from ..errors import ModelError
 
 __all__ = ["CardKind", "register_kind", "declare_provider", "card_kind", "known_kinds"]
 
 
-@dataclass(frozen=True)
 class CardKind:
-    """One kind of card.
+    """One kind of card (a plain class: this module is imported by ``import pkpd`` and must stay
+    light).
 
     ``structure``: the ``[structure]`` keys a card of this kind must have. ``check(raw, where)``:
     the kind's own checks of a raw card (raise :class:`~pkpd.errors.ModelError`). ``model(card)``:
     builds the model object a :class:`~pkpd.cards.Card` of this kind describes (``None`` when the
     kind has no such object)."""
 
-    name: str
-    structure: tuple[str, ...] = ()
-    example: str = ""
-    check: Callable[[dict, str], None] | None = None
-    model: Callable[[object], object] | None = None
+    __slots__ = ("name", "structure", "example", "check", "model")
+
+    def __init__(self, name: str, structure=(), example: str = "", check=None, model=None):
+        self.name = str(name).lower()
+        self.structure = tuple(structure)
+        self.example = example
+        self.check = check
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"CardKind({self.name!r}, structure={self.structure!r})"
 
 
 _KINDS: dict[str, CardKind] = {}
@@ -47,7 +49,7 @@ _PROVIDERS: dict[str, str] = {}
 def register_kind(name: str, *, structure=(), example: str = "", check=None,
                   model=None) -> CardKind:
     """Register (or replace) the card kind ``name``; returns it."""
-    kind = CardKind(str(name).lower(), tuple(structure), example, check, model)
+    kind = CardKind(name, structure, example, check, model)
     _KINDS[kind.name] = kind
     return kind
 
@@ -67,6 +69,8 @@ def card_kind(name: str, where: str = "card") -> CardKind:
     if key not in _KINDS and key in _PROVIDERS:
         importlib.import_module(_PROVIDERS[key])
     if key not in _KINDS:
+        from ..errors import ModelError
+
         kinds = " or ".join(repr(k) for k in known_kinds()) or "a registered kind"
         raise ModelError(f"{where}: [card] kind {key!r}. Fix: use {kinds}")
     return _KINDS[key]

@@ -17,28 +17,25 @@ problems at once) naming the row, subject, column, value and a fix. Shared readi
 Imports only lower layers (ground, dosing).
 """
 
-from . import adam, laleh, lesions, nonmem_tumour, recist, sdtm
-from ._common import PROBLEM_COLUMNS, DataProblems, DataReport
-from .adam import AdamData, read_adam
-from .laleh import LALEH_COLUMNS, LALEH_RULES, LalehData, laleh_s1_default_path, read_laleh_s1
-from .lesions import *  # noqa: F403
-from .lesions import __all__ as _lesions_all
-from .nonmem_tumour import NonmemTumourData, read_nonmem_tumour, write_nonmem_tumour
-from .recist import (
-    BOR_VALUES,
-    IBOR_VALUES,
-    OVERALL_RESPONSES,
-    RecistConfig,
-    RecistResult,
-    evaluate,
-)
-from .sdtm import SdtmData, read_sdtm
+from .._lazy import attach
 
-__all__ = [
-    "adam", "laleh", "lesions", "nonmem_tumour", "recist", "sdtm",
-    *_lesions_all, "DataReport", "DataProblems", "PROBLEM_COLUMNS",
-    "SdtmData", "read_sdtm", "AdamData", "read_adam",
-    "LALEH_COLUMNS", "LALEH_RULES", "LalehData", "read_laleh_s1", "laleh_s1_default_path",
-    "NonmemTumourData", "write_nonmem_tumour", "read_nonmem_tumour",
-    "RecistConfig", "RecistResult", "evaluate", "OVERALL_RESPONSES", "BOR_VALUES", "IBOR_VALUES",
-]
+_EXPORTS = {
+    "lesions": (
+        "LESION_COLUMNS", "REQUIRED_LESION_COLUMNS", "LESION_TYPES", "LESION_STATES",
+        "SLD_COLUMNS", "TOO_SMALL_MM", "LesionData", "validate_lesions", "read_lesions",
+        "read_subjects", "SUBJECT_COLUMNS", "sld_series",
+    ),
+    "sdtm": ("SdtmData", "read_sdtm"),
+    "adam": ("AdamData", "read_adam"),
+    "laleh": (
+        "LALEH_COLUMNS", "LALEH_RULES", "LalehData", "read_laleh_s1", "laleh_s1_default_path",
+    ),
+    "nonmem_tumour": ("NonmemTumourData", "write_nonmem_tumour", "read_nonmem_tumour"),
+    "recist": (
+        "RecistConfig", "RecistResult", "evaluate", "OVERALL_RESPONSES", "BOR_VALUES",
+        "IBOR_VALUES",
+    ),
+    "_common": ("DataReport", "DataProblems", "PROBLEM_COLUMNS"),
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

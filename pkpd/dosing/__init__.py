@@ -9,10 +9,20 @@
 Imports only the ground modules (:mod:`pkpd.errors`, :mod:`pkpd.units`, :mod:`pkpd.io`).
 """
 
-from . import events, regimen
-from .events import *  # noqa: F403
-from .events import __all__ as _events_all
-from .regimen import *  # noqa: F403
-from .regimen import __all__ as _regimen_all
+from .._lazy import attach
 
-__all__ = ["events", "regimen", *_regimen_all, *_events_all]
+_EXPORTS = {
+    "regimen": (
+        "ROUTES", "DOSE_UNITS", "DOSES_PER_DAY", "GFR_CAP_ML_MIN", "MAX_DOSES", "MAX_CYCLES",
+        "RegimenUnitError", "Phase", "Hold", "Reduce", "Regimen", "Protocol", "Doses", "Cycles",
+        "DoseArrays", "parse_regimen", "parse_protocol", "stack_arrays", "mosteller_bsa",
+        "cockcroft_gault_crcl", "calvert_dose_mg", "resolve_dose_mg",
+    ),
+    "events": (
+        "EventTable", "PkpdDataWarning", "read_nonmem", "write_nonmem", "expand_addl",
+        "row_account", "MAX_DOSES_PER_RECORD", "MAX_DOSES_TOTAL", "NONMEM_COLUMNS",
+        "EXTRA_COLUMNS", "CANONICAL_COLUMNS", "DERIVED_COLUMNS",
+    ),
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

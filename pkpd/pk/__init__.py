@@ -13,18 +13,28 @@ A function named like its module (``predict``, ``nca``) is reached through the m
 ``pkpd.pk.nca`` stays the module. Imports only lower layers (ground, dosing, cards).
 """
 
-from . import engine, exposure, models, nca, predict
-from .engine import *  # noqa: F403
-from .engine import __all__ as _engine_all
-from .exposure import *  # noqa: F403
-from .exposure import __all__ as _exposure_all
-from .models import *  # noqa: F403
-from .models import __all__ as _models_all
-from .nca import __all__ as _nca_all
-from .predict import Prepared, prepare
+from .._lazy import attach
 
-_nca_public = [n for n in _nca_all if n not in ("nca", "ROUTES")]
-globals().update({n: getattr(nca, n) for n in _nca_public})
+_EXPORTS = {
+    "models": (
+        "PKModel", "OneCompartment", "TwoCompartment", "ThreeCompartment",
+        "NonlinearCompartment", "make_model", "ODEView", "as_ode", "Domain", "parse_domain",
+        "default_domain", "check_domains", "check_names", "PARAM_NAME_RE",
+    ),
+    "engine": (
+        "SubjectRecords", "Compiled", "SolverConfig", "compile_records", "stack", "solve",
+        "solve_population", "ss_pending_needed",
+    ),
+    "exposure": (
+        "CycleExposure", "cycle_exposure", "concentration_profile", "dose_records",
+        "check_regimen_drug", "MAX_EXPOSURE_POINTS", "MIN_POINTS_PER_CYCLE",
+        "MAX_PROFILE_VALUES",
+    ),
+    "nca": (
+        "AUC_METHODS", "IMPUTE_METHODS", "DEFAULT_BLQ", "CDISC_PPTESTCD", "LambdaZResult",
+        "auc_segments", "aumc_segments", "auc", "aumc", "lambda_z", "accumulation", "to_cdisc",
+    ),
+    "predict": ("Prepared", "prepare"),
+}
 
-__all__ = ["engine", "exposure", "models", "nca", "predict", *_models_all, *_engine_all,
-           *_exposure_all, *_nca_public, "Prepared", "prepare"]
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

@@ -11,12 +11,18 @@
 Imports only lower layers (ground, dosing, cards, pk).
 """
 
-from . import combination, drivers, simulate, tgi
-from .drivers import DoseInputs, GridExposure, dose_inputs, grid_concentrations, grid_means
-from .simulate import Simulation, as_protocol, patient_drivers
-from .tgi import *  # noqa: F403
-from .tgi import __all__ as _tgi_all
+from .._lazy import attach
 
-__all__ = ["combination", "drivers", "simulate", "tgi", *_tgi_all, "DoseInputs", "GridExposure",
-           "dose_inputs", "grid_concentrations", "grid_means", "Simulation", "as_protocol",
-           "patient_drivers"]
+_EXPORTS = {
+    "tgi": (
+        "Doses", "as_doses", "cycle_doses", "phi1", "TGIModel", "Exponential", "Logistic",
+        "Gompertz", "VonBertalanffy", "SteinFojo", "Claret", "ClaretKPD", "BrunoKPD",
+        "TwoPopulation", "TGI_MODELS", "get_model", "list_models", "BRUNO_2012",
+        "BRUNO_2012_SOURCE", "bruno_2012_params", "bruno_2012_doses",
+    ),
+    "drivers": ("DoseInputs", "GridExposure", "dose_inputs", "grid_concentrations", "grid_means"),
+    "combination": (),
+    "simulate": ("Simulation", "as_protocol", "patient_drivers"),
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
