@@ -8,11 +8,26 @@ literature source of every number.
 Imports only the ground modules. Names are loaded on first use, so that ``import pkpd`` stays light.
 """
 
-from .._lazy import attach
-
 _EXPORTS = {
     "card": ("Card", "load_card", "list_cards", "models_dir"),
     "registry": ("CardKind", "card_kind", "declare_provider", "known_kinds", "register_kind"),
 }
+__all__ = ["card", "registry", *(n for names in _EXPORTS.values() for n in names)]
 
-__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
+
+def __getattr__(name: str):
+    # pkpd._lazy.attach, written out: ``import pkpd`` imports this package (card kinds) and must
+    # not pay for more modules than it needs
+    import importlib
+
+    for mod, names in _EXPORTS.items():
+        if name == mod or name in names:
+            module = importlib.import_module(f"{__name__}.{mod}")
+            value = module if name == mod else getattr(module, name)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
