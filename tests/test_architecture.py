@@ -35,8 +35,10 @@ LAYERS = [
     ("pk", ["pkpd.pk"]),
     ("tumour", ["pkpd.tumour"]),
     ("clinical", ["pkpd.clinical"]),
+    ("survival", ["pkpd.survival"]),
     ("fit", ["pkpd.fit"]),
-    # later layers go here, each in its own subpackage: trial, survival, safety, plots, report
+    ("trial", ["pkpd.trial"]),
+    # later layers go here, each in its own subpackage: safety, plots, report
     ("top", ["pkpd", "pkpd._moved", "pkpd.cli", "pkpd.demo"]),
 ]
 
@@ -229,7 +231,7 @@ def test_documented_top_level_and_subpackage_names_resolve():
 
 
 def test_subpackage_exports_come_from_their_modules():
-    for sub in ("dosing", "cards", "pk", "tumour", "clinical"):
+    for sub in ("dosing", "cards", "pk", "tumour", "clinical", "survival", "trial"):
         pkg = importlib.import_module(f"pkpd.{sub}")
         for mod, names in pkg._EXPORTS.items():
             module = importlib.import_module(f"pkpd.{sub}.{mod}")

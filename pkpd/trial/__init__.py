@@ -1,0 +1,11 @@
+"""Virtual trials: virtual populations, trial designs and scenarios, scan-based RECIST endpoints
+(ORR, DCR, PFS, DoR) with posterior uncertainty, and schedule comparison.
+
+Imports only lower layers (ground, dosing, cards, pk, tumour, clinical, survival, fit).
+"""
+
+from .._lazy import attach
+
+_EXPORTS: dict[str, tuple[str, ...]] = {}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
