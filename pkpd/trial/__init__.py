@@ -6,6 +6,9 @@ Imports only lower layers (ground, dosing, cards, pk, tumour, clinical, survival
 
 from .._lazy import attach
 
-_EXPORTS: dict[str, tuple[str, ...]] = {}
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "design": ("Scenario", "ScanSchedule", "load_scenario", "list_scenarios", "scenarios_dir",
+               "parse_scan_schedule"),
+}
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
