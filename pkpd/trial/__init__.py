@@ -9,6 +9,9 @@ from .._lazy import attach
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "design": ("Scenario", "ScanSchedule", "load_scenario", "list_scenarios", "scenarios_dir",
                "parse_scan_schedule"),
+    "population": ("Population", "list_populations", "populations_dir", "COVARIATE_UNITS",
+                   "BASE_COLUMNS", "PLAUSIBLE_RANGES", "UNIFORMS_PER_PATIENT",
+                   "bsa_mosteller_m2", "crcl_cockcroft_gault_ml_min"),
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)
