@@ -224,3 +224,29 @@ def test_iiv_draws_are_checked(monkeypatch):
     bad = pkpd.Card(name="x", path=None, raw=raw)
     with pytest.raises(pkpd.ModelError, match="IIV draw"):
         bad.sample_params(3, np.random.default_rng(0))
+
+
+def test_per_patient_covariates_equal_the_patient_by_patient_values():
+    """An array covariate (one value per virtual patient) gives, patient by patient, the same
+    typical values as the scalar path (the oracle)."""
+    import numpy as np
+
+    tested = []
+    for name in list_cards():
+        card = load_card(name)
+        covs = {c["covariate"] for c in card.raw.get("covariates", [])}
+        if not covs:
+            continue
+        ref = card.reference_covariates
+        rng = np.random.default_rng(7)
+        arrays = {k: np.asarray(ref[k], float) * rng.uniform(0.8, 1.25, 5) for k in covs
+                  if k in ref and k not in ("SEX",)}
+        if not arrays:
+            continue
+        vec = card.typical_params(arrays)
+        for i in range(5):
+            one = card.typical_params({k: float(v[i]) for k, v in arrays.items()})
+            for k, v in one.items():
+                assert np.broadcast_to(vec[k], (5,))[i] == pytest.approx(v, rel=1e-14), (name, k)
+        tested.append(name)
+    assert {"durvalumab", "carboplatin"} <= set(tested), tested

@@ -172,7 +172,10 @@ class Card:
         return dict(self.raw.get("reference_covariates", {}))
 
     def typical_params(self, covariates: Mapping[str, float] | None = None) -> dict[str, float]:
-        """Typical values with covariate effects applied (reference covariates fill gaps)."""
+        """Typical values with covariate effects applied (reference covariates fill gaps).
+
+        A covariate may be an array (one value per patient); the parameters it acts on are then
+        arrays of the same shape (scalars otherwise)."""
         cov = self.reference_covariates
         cov.update(covariates or {})
         out = {k: float(v["value"]) for k, v in self.raw["parameters"].items()}
@@ -183,21 +186,12 @@ class Card:
                     f"card {self.name}: covariate {name} is needed for {c['parameter']} but was "
                     f"not given and has no reference value. Fix: pass {name}=... "
                 )
-            x = float(cov[name])
-            kind = c["type"]
-            eff = float(c["effect"])
-            if kind == "power":
-                f = (x / float(c["reference"])) ** eff
-            elif kind == "linear":
-                f = 1.0 + eff * (x - float(c["reference"]))
-            elif kind == "exponential":
-                f = float(np.exp(eff * (x - float(c["reference"]))))
-            else:
-                hit = x >= c["level"] if c.get("at_least") else x == c["level"]
-                f = 1.0 + eff if hit else 1.0
-            out[c["parameter"]] *= f
+            f = _covariate_factor(c, cov[name])
+            out[c["parameter"]] = out[c["parameter"]] * f
         if self.raw.get("covariates"):
             used = {c["covariate"]: cov[c["covariate"]] for c in self.raw["covariates"]}
+            if any(np.ndim(v) for v in used.values()):
+                used = {k: "per patient" if np.ndim(v) else v for k, v in used.items()}
             check_domains(out, {k: self.domain(k) for k in out}, units=self.units(),
                           who=f"card {self.name}: the typical value at covariates {used}",
                           fix="check the covariate values (units as in the card)")
@@ -266,6 +260,24 @@ class Card:
         for p in self.parameter_table():
             lines.append(f"  {p['name']:6s} = {p['value']:<10g} {p.get('unit', '')}")
         return "\n".join(lines)
+
+
+def _covariate_factor(c: dict, value):
+    """The factor a ``[[covariates]]`` entry applies at ``value`` (a float for a scalar value,
+    an array for an array of values)."""
+    x = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=float)
+    kind = c["type"]
+    eff = float(c["effect"])
+    if kind == "power":
+        f = (x / float(c["reference"])) ** eff
+    elif kind == "linear":
+        f = 1.0 + eff * (x - float(c["reference"]))
+    elif kind == "exponential":
+        f = np.exp(eff * (x - float(c["reference"])))
+    else:
+        hit = x >= c["level"] if c.get("at_least") else x == c["level"]
+        f = np.where(hit, 1.0 + eff, 1.0)
+    return float(f) if np.ndim(f) == 0 else f
 
 
 def _validate(raw: dict, where: str) -> None:
