@@ -409,6 +409,12 @@ def _numeric_column(values: pd.Series, col: str, ids) -> np.ndarray:
     return x
 
 
+def _maybe_numeric(values: pd.Series) -> np.ndarray:
+    """The values as float64 when every one is a number (a CSV gives text), else as they are."""
+    x = pd.to_numeric(values, errors="coerce")
+    return x.to_numpy(dtype=float) if x.notna().all() else values.to_numpy()
+
+
 def _validate_table(df: pd.DataFrame) -> dict[str, np.ndarray]:
     ids = df["ID"].tolist() if "ID" in df.columns else None
     cols: dict[str, np.ndarray] = {}
@@ -420,7 +426,7 @@ def _validate_table(df: pd.DataFrame) -> dict[str, np.ndarray]:
         elif col in PLAUSIBLE_RANGES:
             cols[col] = _numeric_column(df[col], col, ids)
         else:
-            cols[col] = df[col].to_numpy()  # other columns travel with their row
+            cols[col] = _maybe_numeric(df[col])  # other columns travel with their row
     if "ECOG" in cols and np.any(cols["ECOG"] != np.round(cols["ECOG"])):
         i = int(np.flatnonzero(cols["ECOG"] != np.round(cols["ECOG"]))[0])
         raise DataError("ECOG must be a whole number 0-4", row=i + 1, column="ECOG",
@@ -501,7 +507,7 @@ class Population:
         cols = _validate_table(df)
         table = _frame(cols, 1, name).drop(columns="ID")
         if "ID" in df.columns:
-            table.insert(0, "SOURCE_ID", df["ID"].to_numpy())
+            table.insert(0, "SOURCE_ID", _maybe_numeric(df["ID"]))
         return cls(name=name, table=table.reset_index(drop=True))
 
     def draw(self, n: int, rng, *, first_id: int = 1) -> pd.DataFrame:
