@@ -960,6 +960,21 @@ class Regimen:
         -------
         Doses
         """
+        t, ph, ci, cs = self._schedule(days)
+        amounts = np.empty(t.shape)
+        cache: dict[tuple, float] = {}
+        for i, (key, context) in enumerate(self._dose_keys(t, ph)):
+            if key not in cache:
+                who = f"{context} of {self._who()}"
+                cache[key] = resolve_dose_mg(*key, covariates, gfr_cap=gfr_cap, context=who)
+            amounts[i] = cache[key]
+        dur = np.array([self.phases[k].duration_day for k in ph], dtype=float)
+        route = [self.phases[k].route for k in ph]
+        return Doses(t, amounts, dur, route, ph, ci, cs, drug=self.drug)
+
+    def _schedule(self, days: float | None):
+        """Dose times (days) with their phase, cycle and cycle-start day, holds applied, in
+        time order: the part of :meth:`doses` that does not depend on the patient."""
         horizon = _horizon(days, self.total_days, self._who())
         cyc = self.cycle_starts(horizon)
         times, phase_idx, cycle_idx, cstart = [], [], [], []
@@ -987,29 +1002,58 @@ class Regimen:
                 keep &= ~m.covers(t)
         order = np.argsort(t[keep], kind="stable")
         t, ph, ci, cs = (a[keep][order] for a in (t, ph, ci, cs))
-        # dose specification per dose: (amount, unit, description) - reductions override
+        return t, ph, ci, cs
+
+    def _dose_keys(self, t: np.ndarray, ph: np.ndarray) -> list[tuple[tuple, str]]:
+        """Per dose: its ``(amount, unit)`` (a reduction overrides its phase) and a description
+        for messages."""
         spec_idx = np.full(t.shape, -1)
         reductions = [m for m in self.modifications if isinstance(m, Reduce)]
         for r, m in enumerate(reductions):
             spec_idx[t >= m.from_day - 1 - _EPS] = r
-        amounts = np.empty(t.shape)
-        cache: dict[tuple, float] = {}
+        out = []
         for i in range(t.size):
             p = self.phases[ph[i]]
             if spec_idx[i] < 0:
-                key = (p.amount, p.amount_unit)
-                context = f"phase {ph[i] + 1} ({p.to_text()!r})"
+                out.append(((p.amount, p.amount_unit), f"phase {ph[i] + 1} ({p.to_text()!r})"))
             else:
                 m = reductions[spec_idx[i]]
-                key = (m.amount, m.unit or p.amount_unit)
-                context = f"the reduction ({m.to_text()!r}) in phase {ph[i] + 1}"
-            if key not in cache:
-                who = f"{context} of {self._who()}"
-                cache[key] = resolve_dose_mg(*key, covariates, gfr_cap=gfr_cap, context=who)
-            amounts[i] = cache[key]
-        dur = np.array([self.phases[k].duration_day for k in ph], dtype=float)
-        route = [self.phases[k].route for k in ph]
-        return Doses(t, amounts, dur, route, ph, ci, cs, drug=self.drug)
+                out.append(((m.amount, m.unit or p.amount_unit),
+                            f"the reduction ({m.to_text()!r}) in phase {ph[i] + 1}"))
+        return out
+
+    def doses_per_patient(self, covariates, days: float | None = None, *,
+                          gfr_cap: float | None = GFR_CAP_ML_MIN) -> tuple[Doses, np.ndarray]:
+        """The doses of a population: one schedule (the same for every patient) and the amounts
+        resolved per patient.
+
+        ``covariates`` is a sequence of per-patient mappings (or a pandas DataFrame, one row
+        per patient). Returns the :class:`Doses` of the first patient and the amounts in mg,
+        shape ``(n_patients, n_doses)``; row ``i`` equals ``doses(covariates[i]).amount_mg``.
+        """
+        rows = covariates.to_dict("records") if hasattr(covariates, "to_dict") else list(
+            covariates)
+        if not rows:
+            raise RegimenError(f"{self._who()}: no patients. Fix: give one covariate row per "
+                               "patient")
+        try:
+            first = self.doses(rows[0], days, gfr_cap=gfr_cap)
+        except RegimenError as e:
+            raise type(e)(f"patient 1: {e}") from None
+        t, ph, _, _ = self._schedule(days)
+        keys = self._dose_keys(t, ph)
+        amounts = np.empty((len(rows), t.size))
+        for key in {k for k, _ in keys}:
+            cols = [i for i, (k, _) in enumerate(keys) if k == key]
+            context = f"{keys[cols[0]][1]} of {self._who()}"
+            vals = np.empty(len(rows))
+            for j, row in enumerate(rows):
+                try:
+                    vals[j] = resolve_dose_mg(*key, row, gfr_cap=gfr_cap, context=context)
+                except RegimenError as e:
+                    raise type(e)(f"patient {j + 1}: {e}") from None
+            amounts[:, cols] = vals[:, None]
+        return first, amounts
 
     def to_arrays(
         self,

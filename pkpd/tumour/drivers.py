@@ -43,8 +43,8 @@ from ..errors import ModelError, RegimenError
 from ..pk.models import NonlinearCompartment, PKModel
 from ..units import time_factor
 
-__all__ = ["DoseInputs", "GridExposure", "dose_inputs", "grid_means", "grid_concentrations",
-           "matfuncs", "phi1", "phi2", "population_fn"]
+__all__ = ["DoseInputs", "GridExposure", "dose_inputs", "dose_amounts_per_patient", "grid_means",
+           "grid_concentrations", "matfuncs", "phi1", "phi2", "population_fn"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,21 +168,55 @@ class DoseInputs:
 def dose_inputs(card: Card, doses, n_steps: int, step_day: float = 1.0) -> DoseInputs:
     """Lay a regimen's resolved :class:`~pkpd.dosing.regimen.Doses` on a grid of ``n_steps``
     intervals."""
+    types, entries = _dose_layout(card, doses, n_steps, step_day)
+    amount = np.zeros((n_steps, len(types)))
+    for k, j, i, div in entries:
+        amount[k, j] += float(doses.amount_mg[i]) / div
+    return DoseInputs(step_day=float(step_day), n_steps=int(n_steps), types=types, amount=amount)
+
+
+def dose_amounts_per_patient(card: Card, doses, amounts_mg: np.ndarray, n_steps: int,
+                             step_day: float = 1.0) -> tuple[DoseInputs, np.ndarray]:
+    """:func:`dose_inputs` for a population on one schedule: ``amounts_mg`` is
+    ``(n_patients, n_doses)`` (from :meth:`~pkpd.dosing.regimen.Regimen.doses_per_patient`).
+    Returns the inputs of the schedule and the per-patient grid amounts
+    ``(n_patients, n_steps, n_types)``; row ``p`` equals ``dose_inputs`` of patient ``p``."""
+    amounts_mg = np.asarray(amounts_mg, dtype=float)
+    if amounts_mg.ndim != 2 or amounts_mg.shape[1] != len(doses.time_day):
+        raise ModelError(f"amounts_mg has shape {amounts_mg.shape}; expected (n_patients, "
+                         f"{len(doses.time_day)}). Fix: one row of dose amounts per patient")
+    bad = np.argwhere(~np.isfinite(amounts_mg) | (amounts_mg < 0))
+    if bad.size:
+        p, i = (int(x) for x in bad[0])
+        raise RegimenError(f"patient {p + 1}, dose {i + 1} (day {doses.time_day[i]:g}): amount "
+                           f"{amounts_mg[p, i]!r} mg is not a non-negative number. Fix: check "
+                           "the regimen and the patient's covariates")
+    inputs = dose_inputs(card, doses, n_steps, step_day)
+    _, entries = _dose_layout(card, doses, n_steps, step_day)
+    grid = np.zeros((amounts_mg.shape[0], n_steps, len(inputs.types)))
+    for k, j, i, div in entries:
+        grid[:, k, j] += amounts_mg[:, i] / div
+    return inputs, grid
+
+
+def _dose_layout(card: Card, doses, n_steps: int, step_day: float):
+    """The grid types and, per grid entry, ``(step, type, dose index, divisor)``: the entry
+    adds ``amount / divisor`` (1 for a bolus, the duration for an infusion's rate)."""
     if step_day <= 0 or not np.isfinite(step_day):
         raise ModelError(f"grid step {step_day!r} day must be > 0. Fix: e.g. step_day=1.0")
     cmt_of = card.dose_cmt
     horizon = n_steps * step_day
     keys: dict[tuple, int] = {}
     exact: list[tuple[str, int, float, float]] = []
-    entries: list[tuple[int, int, float]] = []
+    entries: list[tuple[int, int, int, float]] = []
 
-    def add(kind, cmt, a, b, k, value):
+    def add(kind, cmt, a, b, k, i, div):
         # pieces equal to 1e-9 day share a type; the first one's exact offsets are kept
         key = (kind, cmt, round(a, 9), round(b, 9))
         if key not in keys:
             keys[key] = len(keys)
             exact.append((kind, cmt, float(a), float(b)))
-        entries.append((k, keys[key], value))
+        entries.append((k, keys[key], i, div))
 
     for i, (t, amt, dur, route) in enumerate(zip(doses.time_day, doses.amount_mg,
                                                   doses.duration_day, doses.route)):
@@ -203,21 +237,17 @@ def dose_inputs(card: Card, doses, n_steps: int, step_day: float = 1.0) -> DoseI
         if dur <= 0:
             k = min(int(np.floor(t / step_day)), n_steps - 1)
             a = t - k * step_day
-            add("bolus", cmt, a, a, k, float(amt))
+            add("bolus", cmt, a, a, k, i, 1.0)
             continue
-        rate = float(amt) / float(dur)
         t0, t1 = float(t), min(float(t + dur), horizon)
         k = int(np.floor(t0 / step_day))
         while t0 < t1 - 1e-12 and k < n_steps:
             end = min((k + 1) * step_day, t1)
-            add("infusion", cmt, t0 - k * step_day, end - k * step_day, k, rate)
+            add("infusion", cmt, t0 - k * step_day, end - k * step_day, k, i, float(dur))
             t0 = end
             k += 1
-    amount = np.zeros((n_steps, max(len(keys), 1)))
-    for k, j, v in entries:
-        amount[k, j] += v
     types = tuple(exact) or (("bolus", 0, 0.0, 0.0),)
-    return DoseInputs(step_day=float(step_day), n_steps=int(n_steps), types=types, amount=amount)
+    return types, entries
 
 
 # --------------------------------------------------------------------------------------------

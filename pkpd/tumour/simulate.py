@@ -32,7 +32,7 @@ from ..dosing.regimen import Protocol, Regimen, parse_regimen
 from ..errors import ModelError, RegimenError
 from ..io import atomic_write_bytes, atomic_write_csv
 from . import combination as cm
-from .drivers import DoseInputs, dose_inputs, grid_means
+from .drivers import DoseInputs, dose_amounts_per_patient, dose_inputs, grid_means
 
 __all__ = ["simulate", "Simulation", "as_protocol", "patient_drivers", "MAX_STEPS",
            "MAX_PATIENTS", "MAX_OUTPUT_ROWS", "MAX_CHUNK_CELLS"]
@@ -105,8 +105,9 @@ def _drivers_of(card: Card, protocol: Protocol) -> list[_Driver]:
 
 
 @functools.lru_cache(maxsize=32)
-def _chunk_fn(structure, n_steps, step_day, n_times):
-    """Jitted ``(pk_params_per_driver, amounts, tumour_params, times) -> (sld, derived)``."""
+def _chunk_fn(structure, n_steps, step_day, n_times, per_patient_amounts=False):
+    """Jitted ``(pk_params_per_driver, amounts, tumour_params, times) -> (sld, derived)``;
+    ``amounts`` are shared by all patients, or per patient with ``per_patient_amounts``."""
     def one(pk_params, amounts, tp, times):
         signals = {s: jnp.zeros(n_steps) for s in cm.DRIVERS}
         for (_drug, model, types, active, signal, scale), p, u in zip(structure, pk_params,
@@ -116,7 +117,7 @@ def _chunk_fn(structure, n_steps, step_day, n_times):
             signals[signal] = signals[signal] + mean * scale
         return cm.trajectory(tp, signals, times, step_day)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0 if per_patient_amounts else None, 0, None)))
 
 
 def patient_drivers(card: Card | str, protocol, days: float, *, pk_params=None,
@@ -197,7 +198,8 @@ class Simulation:
 
 
 def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None = None,
-             seed: int = 0, times=None, covariates: Mapping[str, float] | None = None,
+             seed: int = 0, times=None,
+             covariates: Mapping[str, float] | pd.DataFrame | None = None,
              params: Mapping[str, float] | None = None, residual: bool = False,
              chunk: int = 10_000, progress: bool = True,
              step_day: float | None = None) -> Simulation:
@@ -211,6 +213,10 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     n : number of virtual patients with IIV (PK and tumour) drawn from the cards; ``None`` gives
         one typical patient without IIV.
     times : output times in days (default: weekly from 0 to ``days``).
+    covariates : shared covariates ``{"BSA": 1.8, "GFR": 100}``, or a pandas DataFrame with one
+        row per virtual patient (e.g. :meth:`pkpd.trial.Population.draw`): each patient's
+        mg/kg, mg/m2 and AUC doses and PK covariate effects then use its own row (``n`` must be
+        left out, for typical patients, or equal the number of rows).
     params : overrides of the tumour card's typical values (e.g. ``{"PSI": 0.0}``).
     residual : add the card's residual error as a ``DV`` column (clipped at 0 mm).
     chunk : patients per compiled batch.
@@ -219,7 +225,8 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
         card, protocol, days, n=n, seed=seed, times=times, chunk=chunk, step_day=step_day)
     rng = np.random.default_rng(seed)
     drivers = _drivers_of(card, protocol)
-    n_pat = 1 if n is None else int(n)
+    table = _covariate_table(covariates, n)
+    n_pat = len(table) if table is not None else 1 if n is None else int(n)
 
     # tumour parameters
     typ = card.typical_params()
@@ -227,7 +234,7 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
         card.check_params(params, who="parameter override")
     typ.update({k: float(v) for k, v in (params or {}).items()})
     if n is None:
-        tp = {k: np.array([v]) for k, v in typ.items()}
+        tp = {k: np.full(n_pat, v) for k, v in typ.items()}
     else:
         names = card.iiv_names
         etas = rng.multivariate_normal(np.zeros(len(names)), card.omega(), size=n_pat)
@@ -238,20 +245,23 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     # PK parameters and dose inputs per driver
     structure, pk_params, amounts, inputs_meta = [], [], [], {}
     for d in drivers:
-        doses = protocol[d.drug].doses(covariates, n_steps * step)
-        inputs = dose_inputs(d.card, doses, n_steps, step)
-        model = d.card.model()
-        if n is None:
-            p = {k: np.array([v]) for k, v in d.card.typical_params(covariates).items()}
+        if table is None:
+            doses = protocol[d.drug].doses(covariates, n_steps * step)
+            inputs = dose_inputs(d.card, doses, n_steps, step)
+            amounts.append(jnp.asarray(inputs.amount))
+            p = _pk_params(d.card, n, n_pat, rng, covariates)
         else:
-            p = d.card.sample_params(n_pat, rng, covariates)
-        structure.append((d.drug, model, inputs.types, inputs.active, d.signal, d.scale))
+            doses, per = protocol[d.drug].doses_per_patient(table, n_steps * step)
+            inputs, grid = dose_amounts_per_patient(d.card, doses, per, n_steps, step)
+            amounts.append(grid)
+            p = _pk_params(d.card, n, n_pat, rng, _numeric_columns(table))
+        structure.append((d.drug, d.card.model(), inputs.types, inputs.active, d.signal,
+                          d.scale))
         pk_params.append(p)
-        amounts.append(jnp.asarray(inputs.amount))
         inputs_meta[d.drug] = dict(card=d.card.name, card_sha256=d.card.sha256,
                                    n_doses=int(len(doses.time_day)),
                                    regimen=protocol[d.drug].to_text())
-    fn = _chunk_fn(tuple(structure), n_steps, step, len(times))
+    fn = _chunk_fn(tuple(structure), n_steps, step, len(times), table is not None)
 
     size = min(chunk, n_pat)
     sld_out = np.empty((n_pat, len(times)))
@@ -266,7 +276,8 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
         idx = np.minimum(np.arange(start, start + size), n_pat - 1)  # pad the last chunk
         pk_chunk = tuple({k: jnp.asarray(v[idx]) for k, v in p.items()} for p in pk_params)
         tp_chunk = {k: jnp.asarray(v[idx]) for k, v in tp.items()}
-        y, der = fn(pk_chunk, tuple(amounts), tp_chunk, jnp.asarray(times))
+        am_chunk = tuple(amounts) if table is None else tuple(jnp.asarray(a[idx]) for a in amounts)
+        y, der = fn(pk_chunk, am_chunk, tp_chunk, jnp.asarray(times))
         sld_out[start:stop] = np.asarray(y)[: stop - start]
         for k in DERIVED:
             der_out[k][start:stop] = np.asarray(der[k])[: stop - start]
@@ -278,11 +289,43 @@ def simulate(card: Card | str, protocol, days: float = 730.0, *, n: int | None =
     ids = np.arange(1, n_pat + 1)
     traj = _trajectories(card, times, ids, sld_out, residual, rng)
     pat = _patients(typ, tp, drivers, pk_params, der_out, n, ids)
+    if table is not None:
+        extra = [c for c in table.columns if c not in pat.columns]
+        pat = pd.concat([pat, table[extra].reset_index(drop=True)], axis=1)
     meta = dict(card=card.name, card_sha256=card.sha256, days=float(days), step_day=step,
                 n=n_pat, typical=n is None, seed=int(seed), residual=bool(residual),
-                covariates=dict(covariates or {}), params=dict(params or {}), drivers=inputs_meta,
+                covariates=(dict(covariates or {}) if table is None
+                            else {"per_patient": [str(c) for c in table.columns]}),
+                params=dict(params or {}), drivers=inputs_meta,
                 pkpd_version=_version())
     return Simulation(trajectories=traj, patients=pat, meta=meta)
+
+
+def _covariate_table(covariates, n) -> pd.DataFrame | None:
+    """The per-patient covariate table (one row per patient), or None for shared covariates."""
+    if not isinstance(covariates, pd.DataFrame):
+        return None
+    rows = len(covariates)
+    if rows == 0:
+        raise ModelError("the covariate table has no rows. Fix: one row per virtual patient")
+    if n is not None and int(n) != rows:
+        raise ModelError(f"n = {n} but the covariate table has {rows} rows (one per patient). "
+                         "Fix: leave n out (typical patients) or pass n = the number of rows")
+    return covariates.reset_index(drop=True)
+
+
+def _numeric_columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): table[c].to_numpy(dtype=float) for c in table.columns
+            if pd.api.types.is_numeric_dtype(table[c])}
+
+
+def _pk_params(card: Card, n, n_pat: int, rng: np.random.Generator, covariates) -> dict:
+    """PK parameters of ``n_pat`` patients: typical (``n`` None) or with IIV; covariates may be
+    shared (scalars) or per patient (arrays)."""
+    if n is not None:
+        return card.sample_params(n_pat, rng, covariates)
+    return {k: np.broadcast_to(np.asarray(v, dtype=float), (n_pat,)).copy()
+            for k, v in card.typical_params(covariates).items()}
 
 
 class _Inputs(NamedTuple):
