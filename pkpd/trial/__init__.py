@@ -12,6 +12,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "population": ("Population", "list_populations", "populations_dir", "COVARIATE_UNITS",
                    "BASE_COLUMNS", "PLAUSIBLE_RANGES", "UNIFORMS_PER_PATIENT",
                    "bsa_mosteller_m2", "crcl_cockcroft_gault_ml_min"),
+    "run": ("run_trial", "TrialResult", "ENDPOINTS", "HEADLINE"),
     "recist_scan": ("evaluate_scans", "ScanRecistResult", "SCAN_RESPONSE_CODES", "BOR_CODES"),
 }
 

@@ -1,0 +1,184 @@
+"""Run a virtual trial arm: population -> exposure -> tumour -> scans -> RECIST -> endpoints.
+
+    from pkpd.trial import run_trial
+    res = run_trial("durvalumab_ep", n=500, replicates=20, seed=1)
+    res.summary()          # each endpoint: mean and 90% interval over replicates
+    res.endpoints          # one row per replicate
+    res.patients           # one row per patient and replicate (covariates, BOR, PFS, ...)
+
+Each replicate draws its patients' covariates from the scenario's population, their PK and tumour
+parameters from the cards (IIV), simulates the SLD at the scan days with the card's residual
+error, removes the scans after dropout or the data cut-off, and applies RECIST 1.1 to the scans
+(:func:`pkpd.trial.recist_scan.evaluate_scans`). The endpoints are computed per replicate.
+
+Random numbers: replicate ``r`` of seed ``s`` uses ``numpy.random.SeedSequence([s, r])``, spawned
+into independent streams for the population, the simulation (IIV and residual error) and dropout.
+So two scenarios run with the same seed share their virtual patients' covariates (common random
+numbers), whatever their regimens.
+
+PFS counts radiographic progression only: this layer has no death model yet, so PFS is not
+censored or ended by death.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SpecError
+from ..survival.km import DAYS_PER_MONTH, km_median, km_rate
+from ..tumour.simulate import simulate
+from .design import MAX_PATIENTS_PER_ARM, Scenario, load_scenario
+from .population import Population
+from .recist_scan import BOR_CODES, evaluate_scans
+
+__all__ = ["run_trial", "TrialResult", "ENDPOINTS", "HEADLINE"]
+
+#: endpoints computed per replicate (fractions 0-1, times in months, depth in %)
+ENDPOINTS = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_12m",
+             "median_dor_months", "median_depth_pct", "median_resistance_onset_months")
+#: the keys ``pkpd trial --json`` prints
+HEADLINE = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_12m")
+
+_CR, _PR, _SD = (BOR_CODES[c] for c in ("CR", "PR", "SD"))
+
+
+@dataclass
+class TrialResult:
+    """Endpoints per replicate, patients per replicate, and how they were made."""
+
+    scenario: Scenario
+    endpoints: pd.DataFrame
+    patients: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def summary(self, level: float = 0.90) -> pd.DataFrame:
+        """Each endpoint: mean over replicates and the central ``level`` interval."""
+        q = (1 - level) / 2
+        e = self.endpoints[list(ENDPOINTS)]
+        return pd.DataFrame({"mean": e.mean(), "lo": e.quantile(q), "hi": e.quantile(1 - q)})
+
+    def headline(self, level: float = 0.90) -> dict:
+        """The :data:`HEADLINE` endpoints (mean over replicates) and, with more than one
+        replicate, ``KEY_lo`` / ``KEY_hi`` (the central ``level`` interval)."""
+        s = self.summary(level)
+        out = {k: _num(s.loc[k, "mean"]) for k in HEADLINE}
+        if len(self.endpoints) > 1:
+            for k in HEADLINE:
+                out[f"{k}_lo"], out[f"{k}_hi"] = _num(s.loc[k, "lo"]), _num(s.loc[k, "hi"])
+        return out
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _check(scenario, n, replicates, seed) -> tuple[Scenario, int, int]:
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    n = sc.n if n is None else n
+    for name, v, hi in (("n", n, MAX_PATIENTS_PER_ARM), ("replicates", replicates, 10_000)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 1 <= v <= hi:
+            raise SpecError(f"{name} = {v!r} must be a whole number from 1 to {hi:,}. Fix: e.g. "
+                            f"{'--n 500' if name == 'n' else '--replicates 20'}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise SpecError(f"seed = {seed!r} must be a whole number >= 0. Fix: e.g. --seed 1")
+    return sc, int(n), int(replicates)
+
+
+def _observed(sc: Scenario, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Which scans are done: all up to dropout (exponential, ``dropout_per_year`` = the
+    probability of leaving within a year) and the data cut-off; the baseline always."""
+    days = sc.scans.all_days()
+    p = sc.dropout_per_year
+    if p > 0:
+        rate = -math.log1p(-min(p, 1 - 1e-12)) / 365.25
+        drop = rng.exponential(1.0 / rate, n)
+    else:
+        drop = np.full(n, np.inf)
+    obs = days[None, :] <= np.minimum(drop, sc.cutoff)[:, None]
+    obs[:, 0] = True
+    return obs
+
+
+def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params):
+    """One replicate: the per-patient table and the endpoints."""
+    pop_ss, sim_ss, drop_ss = np.random.SeedSequence([seed, r]).spawn(3)
+    cov = pop.draw(n, np.random.default_rng(pop_ss))
+    days = sc.scans.all_days()
+    sim = simulate(sc.model, sc.protocol(), sc.days, n=n,
+                   seed=int(sim_ss.generate_state(1)[0]), times=np.maximum(days, 0.0),
+                   covariates=cov.drop(columns=["ID"]), params=params, residual=True,
+                   progress=False)
+    sld = sim.trajectories["DV"].to_numpy().reshape(n, len(days))
+    obs = _observed(sc, n, np.random.default_rng(drop_ss))
+    rec = evaluate_scans(np.where(obs, sld, np.nan), days, observed=obs)
+    pat = rec.to_frame().drop(columns=["patient"])
+    pat.insert(0, "replicate", r)
+    pat.insert(1, "ID", cov["ID"].to_numpy())
+    pat["resistance_onset_day"] = sim.patients["resistance_onset_day"].to_numpy()
+    for c in cov.columns.drop("ID"):
+        pat[c] = cov[c].to_numpy()
+    return pat, _endpoints(rec, pat["resistance_onset_day"].to_numpy())
+
+
+def _endpoints(rec, onset_day: np.ndarray) -> dict:
+    resp_u = np.isin(rec.bor, (_CR, _PR))
+    resp_c = np.isin(rec.bor_confirmed, (_CR, _PR))
+    six, twelve = km_rate(rec.pfs_days, rec.pfs_event, np.array([6, 12]) * DAYS_PER_MONTH)
+    dor = rec.dor_days[resp_c]
+    dor_m = (km_median(dor, rec.dor_event[resp_c].astype(int)).median_days / DAYS_PER_MONTH
+             if dor.size else np.nan)
+    return {
+        "orr": resp_u.mean(), "orr_confirmed": resp_c.mean(),
+        "dcr": np.isin(rec.bor_confirmed, (_CR, _PR, _SD)).mean(),
+        "median_pfs_months": km_median(rec.pfs_days, rec.pfs_event).median_days / DAYS_PER_MONTH,
+        "pfs_6m": six, "pfs_12m": twelve, "median_dor_months": dor_m,
+        "median_depth_pct": float(np.nanmedian(rec.best_pct_change))
+        if np.isfinite(rec.best_pct_change).any() else np.nan,
+        "median_resistance_onset_months": _median_with_infinity(onset_day) / DAYS_PER_MONTH,
+    }
+
+
+def _median_with_infinity(day: np.ndarray) -> float:
+    """Median where NaN (not reached within the horizon) counts as later than every value."""
+    x = np.where(np.isnan(day), np.inf, day)
+    return float(np.median(x))
+
+
+def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int = 1,
+              seed: int = 0, population: Population | str | None = None,
+              params: dict | None = None, progress: bool = False) -> TrialResult:
+    """Simulate ``replicates`` trials of one arm (``scenario``: a name in ``scenarios/``, a path
+    or a :class:`Scenario`) with ``n`` patients each (default: the scenario's ``n``).
+
+    ``population``: a :class:`~pkpd.trial.population.Population` or its name (default: the
+    scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``).
+    """
+    sc, n, replicates = _check(scenario, n, replicates, seed)
+    pop = population if isinstance(population, Population) else Population.load(
+        population or sc.population)
+    rows, pats = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=replicates, desc=f"trial {sc.name}", unit="replicate")
+    for r in range(replicates):
+        pat, ends = _replicate(sc, pop, n, int(seed), r, params)
+        pats.append(pat)
+        rows.append({"replicate": r, **ends})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    meta = dict(scenario=sc.name, scenario_path=str(sc.path or ""), n=n, replicates=replicates,
+                seed=int(seed), population=getattr(pop, "name", str(population)),
+                params=dict(params or {}), regimens=dict(sc.regimens),
+                scan_days=sc.scans.all_days().tolist(), cutoff_day=sc.cutoff,
+                dropout_per_year=sc.dropout_per_year,
+                pfs_note="radiographic progression only (no death model)")
+    return TrialResult(sc, pd.DataFrame(rows), pd.concat(pats, ignore_index=True), meta)

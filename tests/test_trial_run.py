@@ -1,0 +1,98 @@
+"""Virtual trial arms (pkpd.trial.run): reproducibility, common random numbers, endpoints
+recomputed independently from the patient table (lifelines for Kaplan-Meier), bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lifelines import KaplanMeierFitter
+
+from pkpd.errors import SpecError
+from pkpd.survival.km import DAYS_PER_MONTH
+from pkpd.trial.run import ENDPOINTS, HEADLINE, run_trial
+
+N, R = 60, 2
+
+
+@pytest.fixture(scope="module")
+def triplet():
+    return run_trial("triplet", n=N, replicates=R, seed=3)
+
+
+def test_same_seed_same_trial_and_replicates_differ(triplet):
+    again = run_trial("triplet", n=N, replicates=R, seed=3)
+    assert again.endpoints.equals(triplet.endpoints)
+    p = triplet.patients
+    assert not np.array_equal(p.query("replicate == 0").WT, p.query("replicate == 1").WT)
+    assert len(p) == N * R and list(triplet.endpoints.columns) == ["replicate", *ENDPOINTS]
+
+
+def test_arms_share_their_virtual_patients(triplet):
+    """Common random numbers: same seed, same covariates, whatever the regimens."""
+    ep = run_trial("ep", n=N, replicates=R, seed=3)
+    for col in ("WT", "HT", "AGE", "SEX", "GFR", "BSA"):
+        np.testing.assert_array_equal(ep.patients[col], triplet.patients[col])
+
+
+def test_endpoints_recomputed_from_the_patient_table(triplet):
+    for r, rows in triplet.patients.groupby("replicate"):
+        e = triplet.endpoints.set_index("replicate").loc[r]
+        assert e.orr == pytest.approx(rows.bor.isin(["CR", "PR"]).mean(), abs=1e-15)
+        assert e.orr_confirmed == pytest.approx(rows.bor_confirmed.isin(["CR", "PR"]).mean(),
+                                                abs=1e-15)
+        assert e.dcr == pytest.approx(rows.bor_confirmed.isin(["CR", "PR", "SD"]).mean(),
+                                      abs=1e-15)
+        km = KaplanMeierFitter().fit(rows.pfs_days, rows.pfs_event)
+        assert e.median_pfs_months * DAYS_PER_MONTH == pytest.approx(km.median_survival_time_,
+                                                                     rel=1e-12)
+        at = np.array([6.0, 12.0]) * DAYS_PER_MONTH
+        s6, s12 = km.survival_function_at_times(at).to_numpy()
+        assert (e.pfs_6m, e.pfs_12m) == pytest.approx((s6, s12), abs=1e-12)
+
+
+def test_headline_keys_and_intervals(triplet):
+    h = triplet.headline()
+    assert set(h) == {*HEADLINE, *(f"{k}_lo" for k in HEADLINE), *(f"{k}_hi" for k in HEADLINE)}
+    for k in HEADLINE:
+        if h[k] is not None:
+            assert h[f"{k}_lo"] <= h[k] <= h[f"{k}_hi"]
+    one = run_trial("triplet", n=20, seed=3).headline()
+    assert set(one) == set(HEADLINE)
+
+
+def test_scans_stop_at_dropout_and_cutoff(tmp_path):
+    text = """
+[scenario]
+model = "sclc_triplet_tgi"
+n = 40
+days = 365
+[regimens]
+durvalumab = "1500 mg IV 60 min Q4W"
+[scans]
+schedule = "Q6W"
+[censoring]
+dropout_per_year = 0.9
+cutoff_day = 200
+"""
+    p = tmp_path / "arm.toml"
+    p.write_text(text)
+    res = run_trial(p, seed=1)
+    pat = res.patients
+    assert (pat.pfs_day <= 200).all()  # nothing is seen after the cut-off
+    assert (pat.pfs_event == 0).any()  # some patients leave before progressing
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"n": 0}, r"n = 0 must be a whole number from 1"),
+    ({"n": -3}, r"n = -3 must be"),
+    ({"replicates": 0}, r"replicates = 0 must be"),
+    ({"seed": -1}, r"seed = -1 must be a whole number >= 0"),
+])
+def test_bad_input(kw, match):
+    with pytest.raises(SpecError, match=match):
+        run_trial("triplet", **kw)
+
+
+def test_unknown_scenario():
+    with pytest.raises(SpecError, match="unknown scenario 'tripplet'. Did you mean 'triplet'"):
+        run_trial("tripplet")
