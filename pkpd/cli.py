@@ -1,7 +1,7 @@
 """The ``pkpd`` command line.
 
     pkpd exposure DRUG --regimen "TEXT" --days N [--cov NAME=VALUE ...] [--param NAME=VALUE]
-                  [--json]
+                  [--window DAYS] [--json]
     pkpd predict --model CARD --data EVENTS.csv [--param NAME=VALUE ...] --out PRED.csv
                  [--rows ROWS.csv]
     pkpd simulate --model CARD --regimen "DRUG: TEXT" [--regimen ...] --n N --days D --seed S
@@ -66,15 +66,25 @@ def _cmd_exposure(a) -> int:
     card = load_card(a.drug)
     reg = parse_regimen(a.regimen)
     res = cycle_exposure(card, reg, a.days, covariates=_pairs(a.cov, "--cov") or None,
-                         params=_pairs(a.param, "--param") or None)
+                         params=_pairs(a.param, "--param") or None, window_days=a.window)
     if a.json:
         d = res.to_dict()
         d["regimen"] = a.regimen
         print(json.dumps(d))
-    else:
-        print(f"{card.name}: {a.regimen} over {a.days:g} days "
-              f"(typical values; concentration in {res.unit}, AUC in {res.auc_unit})")
-        print(res.to_frame().to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        return 0
+    per = ("" if res.window_days is None else
+           f", per {res.window_days:g}-day window" + ("" if a.window else
+                                                      " (continuous dosing has no cycle)"))
+    print(f"{card.name}: {a.regimen} over {a.days:g} days{per} "
+          f"(typical values; concentration in {res.unit}, AUC in {res.auc_unit})")
+    print(res.to_frame().to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    ss = res.steady_state
+    if ss is not None:
+        print(f"steady state of {ss.phase} (dosing interval {ss.dosing_interval_h:g} h): "
+              f"Cmax,ss {ss.cmax:.4g} at {ss.tmax_h:.3g} h after the dose, Ctrough,ss "
+              f"{ss.ctrough:.4g}, Cavg,ss {ss.cavg:.4g} {res.unit}; AUCtau,ss {ss.auc_tau:.4g}, "
+              f"AUC per day {ss.auc_per_day:.4g} {res.auc_unit}; accumulation ratio (AUC) "
+              f"{ss.accumulation_ratio:.3g}")
     return 0
 
 
@@ -343,6 +353,9 @@ def _add_exposure(sub) -> None:
                    help="patient covariate (WT, HT, BSA, GFR, ...)")
     e.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="override a typical value (card units)")
+    e.add_argument("--window", type=float, metavar="DAYS",
+                   help="summarise per window of DAYS days instead of per cycle (continuous "
+                        "dosing such as '12 mg PO QD': default 21)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_exposure)
 

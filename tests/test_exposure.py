@@ -172,13 +172,14 @@ def test_grid_thins_to_the_budget_with_the_same_metrics(monkeypatch):
     Cmax stays refined, troughs and AUC stay exact."""
     import pkpd.pk.exposure as ex
 
+    # issue 15: continuous QD is summarised per window; 1-day windows keep 30 short periods
     card, reg = pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD")
-    full = cycle_exposure(card, reg, 30)
+    full = cycle_exposure(card, reg, 30, window_days=1)
     n_cycles, n_doses = reg.expansion(30)
     monkeypatch.setattr(ex, "MAX_EXPOSURE_POINTS", n_cycles * (ex._REFINE + 3 + 101)
                         + 2 * n_doses)
     assert ex._points_per_cycle(None, 2000, n_cycles, n_doses, 30) == 101
-    thin = cycle_exposure(card, reg, 30)
+    thin = cycle_exposure(card, reg, 30, window_days=1)
     np.testing.assert_allclose(thin.cmax, full.cmax, rtol=1e-9)
     np.testing.assert_allclose(thin.tmax_day, full.tmax_day, atol=1e-4)    # 9 s
     # exact at any grid; the grids differ, so only float64 round-off differs (~1e-12)
@@ -188,8 +189,8 @@ def test_grid_thins_to_the_budget_with_the_same_metrics(monkeypatch):
     monkeypatch.setattr(ex, "MAX_EXPOSURE_POINTS", n_cycles * (ex._REFINE + 3 + 10))
     from pkpd.errors import RegimenError
 
-    with pytest.raises(RegimenError, match=r"over 30 days \(31 cycles, 31 doses\).*shorter"):
-        cycle_exposure(card, reg, 30)
+    with pytest.raises(RegimenError, match=r"over 30 days \(30 windows, 31 doses\).*shorter"):
+        cycle_exposure(card, reg, 30, window_days=1)
     with pytest.raises(RegimenError, match="fewer points_per_cycle"):
         ex._points_per_cycle(5000, 2000, 31, 31, 30)
 
@@ -200,3 +201,186 @@ def test_profile_times_are_checked(times):
 
     with pytest.raises(RegimenError, match="times .*Fix"):
         concentration_profile(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), times)
+
+
+# ---- issue 15: continuous dosing (no cycle): windows and steady state -------------------------
+
+CL, V, KA = 9.26, 2010.0, 0.64      # anlotinib card typical values (L/h, L, 1/h)
+
+
+def _bateman_coef(dose, cl=CL, v=V, ka=KA):
+    return 1000.0 * dose * ka / (v * (ka - cl / v))        # ng/mL (mg, L)
+
+
+def continuous_conc(t_h, dose=12.0, tau_h=24.0, cl=CL, v=V, ka=KA):
+    """Superposition of every dose at 0, tau, 2 tau, ... before t (1-cpt oral), ng/mL."""
+    k = cl / v
+    t = np.atleast_1d(np.asarray(t_h, float))
+    td = np.arange(0.0, t.max() + tau_h, tau_h)
+    dt = t[:, None] - td[None, :]
+    dtc = np.clip(dt, 0, None)
+    return _bateman_coef(dose, cl, v, ka) * np.where(
+        dt > 0, np.exp(-k * dtc) - np.exp(-ka * dtc), 0.0).sum(axis=1)
+
+
+def continuous_auc(a_h, b_h, dose=12.0, tau_h=24.0):
+    """Exact integral of continuous_conc over [a, b] (antiderivative of each Bateman term)."""
+    k = CL / V
+    td = np.arange(0.0, b_h, tau_h)
+
+    def prim(s):                      # integral of exp(-k s) - exp(-ka s) from 0 to s (s >= 0)
+        s = np.clip(s, 0, None)
+        return (1 - np.exp(-k * s)) / k - (1 - np.exp(-KA * s)) / KA
+
+    return _bateman_coef(dose) * float(np.sum(prim(b_h - td) - prim(a_h - td)))
+
+
+def steady_state_closed_form(dose, tau_h, cl=CL, v=V, ka=KA):
+    """1-cpt oral steady state: C_ss(t) = B [e^-kt / (1 - e^-k tau) - e^-ka t / (1 - e^-ka tau)]
+    (accumulation factors), its maximum at t* = ln(ka (1 - e^-k tau) / (k (1 - e^-ka tau))) /
+    (ka - k), AUC_tau,ss = D / CL and the single-dose AUC over the first interval."""
+    k = cl / v
+    rk, rka = 1 - np.exp(-k * tau_h), 1 - np.exp(-ka * tau_h)
+    b = _bateman_coef(dose, cl, v, ka)
+    css = lambda t: b * (np.exp(-k * t) / rk - np.exp(-ka * t) / rka)  # noqa: E731
+    tmax = np.log(ka * rk / (k * rka)) / (ka - k)
+    auc_tau = 1000.0 * dose / cl
+    auc_first = b * (rk / k - rka / ka)
+    return dict(cmax=css(tmax), tmax_h=tmax, ctrough=css(tau_h), auc_tau=auc_tau,
+                cavg=auc_tau / tau_h, auc_per_day=auc_tau * 24.0 / tau_h,
+                accumulation_ratio=auc_tau / auc_first)
+
+
+@pytest.fixture(scope="module")
+def qd():
+    return cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD"), 84)
+
+
+def test_continuous_qd_is_summarised_per_21_day_window(qd):
+    from pkpd.pk.exposure import DEFAULT_WINDOW_DAYS
+
+    assert DEFAULT_WINDOW_DAYS == 21.0
+    assert qd.period == "window" and qd.window_days == 21.0
+    assert qd.start_day == [0.0, 21.0, 42.0, 63.0] and qd.length_day == [21.0] * 4
+    frame = qd.to_frame()
+    assert list(frame.columns) == ["window", "window_start_day", "window_length_day", "cmax",
+                                   "tmax_day", "ctrough", "auc"]
+    d = qd.to_dict()
+    assert d["period"] == "window" and d["window_start_day"] == [0.0, 21.0, 42.0, 63.0]
+    assert "cycle_start_day" not in d and d["steady_state"]["dosing_interval_h"] == 24.0
+
+
+def test_continuous_windows_match_closed_form(qd):
+    for w, (s, e) in enumerate([(0, 21), (21, 42), (42, 63), (63, 84)]):
+        # trough at the window end, before that day's dose; AUC exact over the window
+        assert qd.ctrough[w] == pytest.approx(continuous_conc(e * 24.0)[0], rel=1e-9)
+        assert qd.auc[w] == pytest.approx(continuous_auc(s * 24.0, e * 24.0), rel=1e-7)
+        # Cmax after the last dose of the window (day e-1), at the closed form's maximum
+        opt = minimize_scalar(lambda t: -continuous_conc(t)[0], bounds=((e - 1) * 24.0, e * 24.0),
+                              method="bounded", options={"xatol": 1e-9})
+        assert qd.cmax[w] == pytest.approx(-opt.fun, rel=1e-6)
+
+
+def test_steady_state_matches_accumulation_closed_form(qd):
+    ref = steady_state_closed_form(12.0, 24.0)
+    ss = qd.steady_state
+    assert ss.phase == "12 mg PO QD" and ss.dose_mg == 12.0 and ss.dosing_interval_h == 24.0
+    for name in ("cmax", "ctrough", "auc_tau", "cavg", "auc_per_day", "accumulation_ratio"):
+        assert getattr(ss, name) == pytest.approx(ref[name], rel=1e-6), name
+    assert ss.tmax_h == pytest.approx(ref["tmax_h"], abs=1e-3)
+    # window 4 starts on day 63, 10 half-lives (6.27 days) in: within 2^-10 of the steady state,
+    # from below
+    assert 0 < 1 - qd.cmax[3] / ss.cmax < 2.0 ** -10
+    assert 0 < 1 - qd.auc[3] / (21 * ss.auc_tau) < 2.0 ** -10
+
+
+def test_steady_state_bid_and_parameter_override():
+    from pkpd.pk.exposure import steady_state
+
+    card = pkpd.load_card("anlotinib")
+    ss = steady_state(card, parse_regimen("6 mg PO BID").phases[0], params={"CL": 5.0})
+    ref = steady_state_closed_form(6.0, 12.0, cl=5.0)
+    assert ss.dosing_interval_h == 12.0
+    for name in ("cmax", "ctrough", "auc_tau", "auc_per_day", "accumulation_ratio"):
+        assert getattr(ss, name) == pytest.approx(ref[name], rel=1e-6), name
+    assert ss.auc_per_day == pytest.approx(2 * ss.auc_tau, rel=1e-12)
+    from pkpd.errors import RegimenError
+
+    with pytest.raises(RegimenError, match="not continuous dosing.*Fix"):
+        steady_state(card, parse_regimen(ANLOTINIB).phases[0])
+
+
+@pytest.mark.parametrize("window, n", [(7, 12), (28, 3), (84, 1)])
+def test_chosen_window_gives_days_over_window_rows(window, n):
+    res = cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD"), 84,
+                         window_days=window)
+    assert len(res.cmax) == len(res.auc) == n == 84 // window
+    assert res.start_day == [float(window * i) for i in range(n)]
+    assert res.length_day == [float(window)] * n
+    # the windows tile the horizon: their AUCs add up to the AUC over 84 days
+    assert sum(res.auc) == pytest.approx(continuous_auc(0.0, 84 * 24.0), rel=1e-7)
+
+
+def test_last_window_cut_by_the_horizon_has_its_real_length():
+    res = cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD"), 30)
+    assert res.start_day == [0.0, 21.0] and res.length_day == [21.0, 9.0]
+    assert res.auc[1] == pytest.approx(continuous_auc(21 * 24.0, 30 * 24.0), rel=1e-7)
+
+
+def test_window_on_a_cycled_regimen(anlo):
+    res = cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen(ANLOTINIB), 84,
+                         window_days=21)
+    assert res.period == "window" and res.steady_state is None
+    np.testing.assert_allclose(res.auc, anlo.auc, rtol=1e-9)          # same periods
+    np.testing.assert_allclose(res.ctrough, anlo.ctrough, rtol=1e-9)
+
+
+def test_cycled_regimens_keep_the_per_cycle_form(anlo):
+    assert anlo.period == "cycle" and anlo.window_days is None and anlo.steady_state is None
+    assert list(anlo.to_dict()) == ["drug", "unit", "auc_unit", "cycle_start_day",
+                                    "cycle_length_day", "cmax", "tmax_day", "ctrough", "auc"]
+    assert list(anlo.to_frame().columns) == ["cycle", "cycle_start_day", "cycle_length_day",
+                                             "cmax", "tmax_day", "ctrough", "auc"]
+
+
+def test_cycles_then_continuous_maintenance(anlo):
+    res = cycle_exposure(pkpd.load_card("anlotinib"),
+                         parse_regimen(ANLOTINIB + " x2 then 12 mg PO QD"), 84)
+    assert res.period == "cycle"
+    assert res.start_day == [0.0, 21.0, 42.0, 63.0] and res.length_day == [21.0] * 4
+    # the first two cycles as in the cycled regimen (Cmax screened over several peaks here,
+    # so it agrees to the refinement's precision only)
+    assert res.cmax[:2] == pytest.approx(anlo.cmax[:2], rel=1e-8)
+    assert res.auc[:2] == pytest.approx(anlo.auc[:2], rel=1e-9)
+    assert res.steady_state.phase == "12 mg PO QD"
+    # maintenance from day 42: the first maintenance window holds 21 daily doses
+    ref = anlotinib_closed_form(42 * 24.0, days=21)[0]                 # after the 2 cycles
+    assert res.ctrough[1] == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("window", [0, -7, float("nan"), float("inf"), "x", True, 85])
+def test_bad_window_is_refused(window):
+    from pkpd.errors import RegimenError
+
+    with pytest.raises(RegimenError, match="window.*Fix"):
+        cycle_exposure(pkpd.load_card("anlotinib"), parse_regimen("12 mg PO QD"), 84,
+                       window_days=window)
+
+
+def test_cli_exposure_continuous(capsys):
+    import json
+
+    from pkpd.cli import main
+
+    assert main(["exposure", "anlotinib", "--regimen", "12 mg PO QD", "--days", "84"]) == 0
+    out = capsys.readouterr().out
+    assert "per 21-day window (continuous dosing has no cycle)" in out
+    assert out.count("\n") == 7 and "steady state of 12 mg PO QD (dosing interval 24 h)" in out
+    assert main(["exposure", "anlotinib", "--regimen", "12 mg PO QD", "--days", "84",
+                 "--window", "7", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["window_days"] == 7.0 and len(d["window_start_day"]) == 12
+    assert d["steady_state"]["auc_tau"] == pytest.approx(1000 * 12 / CL, rel=1e-9)
+    assert main(["exposure", "anlotinib", "--regimen", "12 mg PO QD", "--days", "84",
+                 "--window", "0"]) == 2
+    assert "the window must be a number of days > 0" in capsys.readouterr().err

@@ -26,9 +26,9 @@ _EXPORTS = {
         "solve_population", "ss_pending_needed",
     ),
     "exposure": (
-        "CycleExposure", "cycle_exposure", "concentration_profile", "dose_records",
-        "check_regimen_drug", "MAX_EXPOSURE_POINTS", "MIN_POINTS_PER_CYCLE",
-        "MAX_PROFILE_VALUES",
+        "CycleExposure", "SteadyState", "cycle_exposure", "steady_state", "is_continuous",
+        "concentration_profile", "dose_records", "check_regimen_drug", "MAX_EXPOSURE_POINTS",
+        "MIN_POINTS_PER_CYCLE", "MAX_PROFILE_VALUES", "DEFAULT_WINDOW_DAYS",
     ),
     "nca": (
         "AUC_METHODS", "IMPUTE_METHODS", "DEFAULT_BLQ", "CDISC_PPTESTCD", "LambdaZResult",
