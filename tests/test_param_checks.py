@@ -115,8 +115,10 @@ def test_exposure_days_must_be_positive_and_finite(capsys, days):
         ("12 mg PO QD", "1e7", ["expands to 10000001 doses", "at most 100000", "shorter"]),
         (ANLO, "1e7", ["expands to 6666688 doses", "at most 100000"]),
         ("12 mg PO Q1H", "5000", ["expands to 120024 doses"]),
-        ("12 mg PO QD", "6000", ["6001 cycles", "concentration evaluations; at most 2000000",
-                                 "--days"]),
+        # 12 mg QD over 6000 days was 6001 one-day "cycles"; continuous dosing is now summarised
+        # in 21-day windows and runs, so the evaluation budget is exercised with weekly cycles
+        ("12 mg PO QW", "35000", ["5001 cycles", "concentration evaluations; at most 2000000",
+                                  "--days"]),
     ],
 )
 def test_exposure_huge_horizon_is_refused(capsys, regimen, days, needles):
