@@ -13,6 +13,7 @@
     pkpd summary FIT_FOLDER
     pkpd cards [NAME]
     pkpd demo [--out DIR]
+    pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json]
     pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
 
 Errors caused by input (data, regimen, units, cards, specs) are printed as one message naming the
@@ -253,6 +254,28 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+def _cmd_trial(a) -> int:
+    import json
+
+    from .trial.run import run_trial
+
+    res = run_trial(a.scenario, n=a.n, replicates=a.replicates, seed=a.seed,
+                    progress=not (a.quiet or a.json))
+    head = res.headline()
+    if a.json:
+        print(json.dumps({"scenario": res.scenario.name, "n": res.meta["n"],
+                          "replicates": res.meta["replicates"], "seed": res.meta["seed"],
+                          **head}))
+        return 0
+    s = res.summary()
+    print(f"{res.scenario.name}: {res.meta['n']} patients x {res.meta['replicates']} "
+          f"replicate(s), seed {res.meta['seed']} (PFS: progression only, no death model)")
+    for key, row in s.iterrows():
+        iv = f"  [{row.lo:.3g}, {row.hi:.3g}]" if res.meta["replicates"] > 1 else ""
+        print(f"  {key:32s} {row['mean']:.3g}{iv}")
+    return 0
+
+
 def _cmd_fit(a) -> int:
     from .fit import fit, load_spec
 
@@ -341,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_summary(sub)
     _add_demo(sub)
+    _add_trial(sub)
     return p
 
 
@@ -459,6 +483,22 @@ def _add_demo(sub) -> None:
 
 
 #: per command: what it does, and the argument that names its main input (for unexpected errors)
+def _add_trial(sub) -> None:
+    t = sub.add_parser("trial", help="simulate a virtual trial arm: ORR, DCR, PFS per replicate")
+    t.add_argument("--scenario", required=True,
+                   help="scenario name (scenarios/*.toml, e.g. triplet) or a .toml path")
+    t.add_argument("--n", type=int, help="patients per replicate (default: the scenario's)")
+    t.add_argument("--replicates", type=int, default=1,
+                   help="trial replicates; with more than one, each endpoint gets KEY_lo/KEY_hi "
+                   "(90%% interval)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true",
+                   help="print one JSON object: orr, orr_confirmed, dcr, median_pfs_months, "
+                   "pfs_6m, pfs_12m")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_trial)
+
+
 _ACTIONS = {
     "exposure": ("computing exposure for card", "drug"),
     "predict": ("predicting from", "data"),
@@ -468,6 +508,7 @@ _ACTIONS = {
     "fit": ("fitting spec", "spec"),
     "summary": ("reading fit", "path"),
     "demo": ("running the demo into", "out"),
+    "trial": ("simulating scenario", "scenario"),
 }
 
 

@@ -96,3 +96,37 @@ def test_bad_input(kw, match):
 def test_unknown_scenario():
     with pytest.raises(SpecError, match="unknown scenario 'tripplet'. Did you mean 'triplet'"):
         run_trial("tripplet")
+
+
+# ---- pkpd trial --------------------------------------------------------------------------------
+
+def _cli(capsys, *argv):
+    from pkpd.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_json_is_the_api_headline(capsys):
+    import json
+
+    rc, out, err = _cli(capsys, "trial", "--scenario", "triplet", "--n", 40, "--replicates", 2,
+                        "--seed", 5, "--json")
+    assert rc == 0, err
+    got = json.loads(out.strip().splitlines()[-1])
+    want = run_trial("triplet", n=40, replicates=2, seed=5).headline()
+    assert {k: got[k] for k in want} == want
+    assert (got["scenario"], got["n"], got["replicates"], got["seed"]) == ("triplet", 40, 2, 5)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--scenario", "tripplet"], "unknown scenario 'tripplet'. Did you mean 'triplet'?"),
+    (["--scenario", "triplet", "--n", "0"], "n = 0 must be a whole number from 1"),
+    (["--scenario", "triplet", "--replicates", "-2"], "replicates = -2 must be"),
+])
+def test_cli_bad_input_is_one_line_with_exit_status_2(capsys, args, needle):
+    rc, out, err = _cli(capsys, "trial", *args)
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pkpd trial: error:") and needle in lines[0]
