@@ -14,6 +14,7 @@
     pkpd cards [NAME]
     pkpd demo [--out DIR]
     pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json]
+    pkpd compare SCENARIO SCENARIO... [--n N] [--replicates R] [--seed S] [--json]
     pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
 
 Errors caused by input (data, regimen, units, cards, specs) are printed as one message naming the
@@ -276,6 +277,29 @@ def _cmd_trial(a) -> int:
     return 0
 
 
+def _cmd_compare(a) -> int:
+    import json
+
+    from .trial.comparison import compare
+
+    c = compare(a.scenarios, n=a.n, replicates=a.replicates, seed=a.seed,
+                progress=not (a.quiet or a.json))
+    if a.json:
+        print(json.dumps({"table": c.table.to_dict("records"),
+                          "pairwise": c.pairwise.to_dict("records"),
+                          "hazard": c.hazard.to_dict("records")}, allow_nan=True))
+        return 0
+    wide = c.table.pivot(index="endpoint", columns="scenario", values="mean")
+    print(f"{a.replicates} replicate(s), seed {a.seed}, the same virtual patients in every arm\n")
+    print(wide[list(c.results)].round(3).to_string())
+    print("\nP(A better than B), over paired replicates:")
+    print(c.pairwise.pivot(index="endpoint", columns=["a", "b"], values="p_a_better")
+          .round(2).to_string())
+    print("\nPFS hazard ratio of A vs B (median over replicates, 90% interval):")
+    print(c.hazard.round(3).to_string(index=False))
+    return 0
+
+
 def _cmd_fit(a) -> int:
     from .fit import fit, load_spec
 
@@ -365,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_summary(sub)
     _add_demo(sub)
     _add_trial(sub)
+    _add_compare(sub)
     return p
 
 
@@ -499,6 +524,20 @@ def _add_trial(sub) -> None:
     t.set_defaults(func=_cmd_trial)
 
 
+def _add_compare(sub) -> None:
+    c = sub.add_parser("compare", help="compare trial arms with the same virtual patients")
+    c.add_argument("scenarios", nargs="+", metavar="SCENARIO",
+                   help="two or more scenario names (scenarios/*.toml) or .toml paths")
+    c.add_argument("--n", type=int,
+                   help="patients per arm and replicate (needed when the arms' N differ)")
+    c.add_argument("--replicates", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true",
+                   help="print one JSON object: table, pairwise, hazard")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_compare)
+
+
 _ACTIONS = {
     "exposure": ("computing exposure for card", "drug"),
     "predict": ("predicting from", "data"),
@@ -509,6 +548,7 @@ _ACTIONS = {
     "summary": ("reading fit", "path"),
     "demo": ("running the demo into", "out"),
     "trial": ("simulating scenario", "scenario"),
+    "compare": ("comparing scenarios", "scenarios"),
 }
 
 

@@ -13,6 +13,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                    "BASE_COLUMNS", "PLAUSIBLE_RANGES", "UNIFORMS_PER_PATIENT",
                    "bsa_mosteller_m2", "crcl_cockcroft_gault_ml_min"),
     "run": ("run_trial", "TrialResult", "ENDPOINTS", "HEADLINE"),
+    "comparison": ("compare", "Comparison", "HIGHER_IS_BETTER"),
     "recist_scan": ("evaluate_scans", "ScanRecistResult", "SCAN_RESPONSE_CODES", "BOR_CODES"),
 }
 
