@@ -15,6 +15,7 @@
     pkpd demo [--out DIR]
     pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json]
     pkpd compare SCENARIO SCENARIO... [--n N] [--replicates R] [--seed S] [--json]
+                 [--plots PREFIX]
     pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
 
 Errors caused by input (data, regimen, units, cards, specs) are printed as one message naming the
@@ -284,6 +285,12 @@ def _cmd_compare(a) -> int:
 
     c = compare(a.scenarios, n=a.n, replicates=a.replicates, seed=a.seed,
                 progress=not (a.quiet or a.json))
+    if a.plots:
+        from .plots.trial import forest_plot, km_plot
+
+        written = [forest_plot(c, f"{a.plots}_forest.png"), km_plot(c, f"{a.plots}_km_pfs.png")]
+        if not a.json:
+            print("wrote " + ", ".join(str(p) for p in written))
     if a.json:
         print(json.dumps({"table": c.table.to_dict("records"),
                           "pairwise": c.pairwise.to_dict("records"),
@@ -534,6 +541,8 @@ def _add_compare(sub) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", action="store_true",
                    help="print one JSON object: table, pairwise, hazard")
+    c.add_argument("--plots", metavar="PREFIX",
+                   help="write PREFIX_forest.png and PREFIX_km_pfs.png (KM with numbers at risk)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_compare)
 

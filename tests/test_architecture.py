@@ -38,7 +38,8 @@ LAYERS = [
     ("survival", ["pkpd.survival"]),
     ("fit", ["pkpd.fit"]),
     ("trial", ["pkpd.trial"]),
-    # later layers go here, each in its own subpackage: safety, plots, report
+    ("plots", ["pkpd.plots"]),
+    # later layers go here, each in its own subpackage: safety, report
     ("top", ["pkpd", "pkpd._moved", "pkpd.cli", "pkpd.demo"]),
 ]
 
@@ -231,7 +232,7 @@ def test_documented_top_level_and_subpackage_names_resolve():
 
 
 def test_subpackage_exports_come_from_their_modules():
-    for sub in ("dosing", "cards", "pk", "tumour", "clinical", "survival", "trial"):
+    for sub in ("dosing", "cards", "pk", "tumour", "clinical", "survival", "trial", "plots"):
         pkg = importlib.import_module(f"pkpd.{sub}")
         for mod, names in pkg._EXPORTS.items():
             module = importlib.import_module(f"pkpd.{sub}.{mod}")

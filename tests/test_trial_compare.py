@@ -82,3 +82,17 @@ def test_cli_compare_json(capsys):
     rc = main(["compare", "triplet"])
     _, err = capsys.readouterr()
     assert rc == 2 and "pkpd compare: error: compare needs at least two scenarios" in err
+
+
+def test_cli_compare_writes_the_forest_and_km_plots(capsys, tmp_path):
+    from pkpd.cli import main
+
+    prefix = tmp_path / "out" / "cmp"
+    rc = main(["compare", "triplet", "ep", "--n", "30", "--replicates", "2", "--quiet",
+               "--plots", str(prefix)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    for name in ("cmp_forest.png", "cmp_km_pfs.png"):
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert "wrote" in out and "cmp_km_pfs.png" in out
