@@ -13,7 +13,7 @@
     pkpd summary FIT_FOLDER
     pkpd cards [NAME]
     pkpd demo [--out DIR]
-    pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json]
+    pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json] [--dask ADDRESS]
     pkpd compare SCENARIO SCENARIO... [--n N] [--replicates R] [--seed S] [--json]
                  [--plots PREFIX]
     pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
@@ -262,7 +262,7 @@ def _cmd_trial(a) -> int:
     from .trial.run import run_trial
 
     res = run_trial(a.scenario, n=a.n, replicates=a.replicates, seed=a.seed,
-                    progress=not (a.quiet or a.json))
+                    progress=not (a.quiet or a.json), dask=a.dask)
     head = res.headline()
     if a.json:
         print(json.dumps({"scenario": res.scenario.name, "n": res.meta["n"],
@@ -284,7 +284,7 @@ def _cmd_compare(a) -> int:
     from .trial.comparison import compare
 
     c = compare(a.scenarios, n=a.n, replicates=a.replicates, seed=a.seed,
-                progress=not (a.quiet or a.json))
+                progress=not (a.quiet or a.json), dask=a.dask)
     if a.plots:
         from .plots.trial import forest_plot, km_plot
 
@@ -528,6 +528,8 @@ def _add_trial(sub) -> None:
                    help="print one JSON object: orr, orr_confirmed, dcr, median_pfs_months, "
                    "pfs_6m, pfs_12m")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--dask", metavar="ADDRESS",
+                   help="run the replicates on a Dask scheduler (e.g. tcp://host:8786)")
     t.set_defaults(func=_cmd_trial)
 
 
@@ -544,6 +546,8 @@ def _add_compare(sub) -> None:
     c.add_argument("--plots", metavar="PREFIX",
                    help="write PREFIX_forest.png and PREFIX_km_pfs.png (KM with numbers at risk)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--dask", metavar="ADDRESS",
+                   help="run the replicates on a Dask scheduler (e.g. tcp://host:8786)")
     c.set_defaults(func=_cmd_compare)
 
 

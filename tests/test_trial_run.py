@@ -130,3 +130,21 @@ def test_cli_bad_input_is_one_line_with_exit_status_2(capsys, args, needle):
     assert rc == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pkpd trial: error:") and needle in lines[0]
+
+
+def test_dask_and_in_process_give_identical_numbers():
+    """Each replicate depends only on (seed, replicate), so a 2-worker LocalCluster gives the
+    same patients and endpoints as this process, to the last bit."""
+    import distributed  # the [dask] extra is part of dev
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        on_dask = run_trial("triplet", n=40, replicates=3, seed=5, dask=client)
+    here = run_trial("triplet", n=40, replicates=3, seed=5)
+    assert on_dask.endpoints.equals(here.endpoints)
+    assert on_dask.patients.equals(here.patients)
+
+
+def test_unreachable_dask_scheduler_is_one_clear_error():
+    with pytest.raises(SpecError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        run_trial("triplet", n=10, dask="tcp://127.0.0.1:9")

@@ -100,11 +100,12 @@ def _hazard(results: dict[str, TrialResult], level: float) -> pd.DataFrame:
 
 
 def compare(scenarios, *, n: int | None = None, replicates: int = 20, seed: int = 0,
-            level: float = 0.90, progress: bool = False) -> Comparison:
+            level: float = 0.90, progress: bool = False, dask=None) -> Comparison:
     """Run each scenario with the same seed (common random numbers) and compare them.
 
     ``n``: patients per arm and replicate (default: each scenario's own ``n``; give one value
-    so that the arms share their patients)."""
+    so that the arms share their patients). ``dask``: a ``distributed.Client`` or scheduler
+    address to run the replicates on (same numbers as in this process)."""
     names = [str(s) for s in scenarios]
     if len(names) < 2:
         raise SpecError(f"compare needs at least two scenarios; got {names}. Fix: e.g. "
@@ -119,7 +120,7 @@ def compare(scenarios, *, n: int | None = None, replicates: int = 20, seed: int 
         if len(set(sizes.values())) > 1:
             raise SpecError(f"the arms have different sizes {sizes}, so they cannot share "
                             "their patients. Fix: pass one n for all arms (--n)")
-    results = {s: run_trial(s, n=n, replicates=replicates, seed=seed, progress=progress)
-               for s in names}
+    results = {s: run_trial(s, n=n, replicates=replicates, seed=seed, progress=progress,
+                            dask=dask) for s in names}
     return Comparison(results, _table(results, level), _pairwise(results),
                       _hazard(results, level))

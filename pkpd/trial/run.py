@@ -149,32 +149,65 @@ def _median_with_infinity(day: np.ndarray) -> float:
     return float(np.median(x))
 
 
-def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int = 1,
-              seed: int = 0, population: Population | str | None = None,
-              params: dict | None = None, progress: bool = False) -> TrialResult:
-    """Simulate ``replicates`` trials of one arm (``scenario``: a name in ``scenarios/``, a path
-    or a :class:`Scenario`) with ``n`` patients each (default: the scenario's ``n``).
+def _client(dask):
+    """A ``distributed.Client`` for ``dask`` (a client, or a scheduler address)."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - the [dask] extra is part of dev
+        raise SpecError("--dask needs the dask extra. Fix: pip install 'pkpd[dask]'") from None
+    if isinstance(dask, Client):
+        return dask, False
+    try:
+        return Client(str(dask), timeout="5s"), True
+    except OSError as e:
+        raise SpecError(f"cannot reach the Dask scheduler at {dask!r} ({e}). Fix: start one "
+                        "(dask scheduler) or leave --dask out to run in this process") from None
 
-    ``population``: a :class:`~pkpd.trial.population.Population` or its name (default: the
-    scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``).
-    """
-    sc, n, replicates = _check(scenario, n, replicates, seed)
-    pop = population if isinstance(population, Population) else Population.load(
-        population or sc.population)
-    rows, pats = [], []
-    bar = None
+
+def _replicates(sc, pop, n, seed, replicates, params, progress, dask) -> list:
+    """``[(patients, endpoints), ...]`` in replicate order, in this process or on Dask. Each
+    replicate depends only on ``(seed, r)``, so the backend does not change the numbers."""
+    if dask is not None:
+        client, own = _client(dask)
+        try:
+            futures = client.map(_replicate, [sc] * replicates, [pop] * replicates,
+                                 [n] * replicates, [int(seed)] * replicates,
+                                 list(range(replicates)), [params] * replicates, pure=False)
+            return client.gather(futures)
+        finally:
+            if own:
+                client.close()
+    out, bar = [], None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=replicates, desc=f"trial {sc.name}", unit="replicate")
     for r in range(replicates):
-        pat, ends = _replicate(sc, pop, n, int(seed), r, params)
-        pats.append(pat)
-        rows.append({"replicate": r, **ends})
+        out.append(_replicate(sc, pop, n, int(seed), r, params))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    return out
+
+
+def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int = 1,
+              seed: int = 0, population: Population | str | None = None,
+              params: dict | None = None, progress: bool = False, dask=None) -> TrialResult:
+    """Simulate ``replicates`` trials of one arm (``scenario``: a name in ``scenarios/``, a path
+    or a :class:`Scenario`) with ``n`` patients each (default: the scenario's ``n``).
+
+    ``population``: a :class:`~pkpd.trial.population.Population` or its name (default: the
+    scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``).
+    ``dask``: a ``distributed.Client`` or a scheduler address; the replicates then run on its
+    workers, with the same numbers as in this process.
+    """
+    sc, n, replicates = _check(scenario, n, replicates, seed)
+    pop = population if isinstance(population, Population) else Population.load(
+        population or sc.population)
+    done = _replicates(sc, pop, n, seed, replicates, params, progress, dask)
+    pats = [pat for pat, _ in done]
+    rows = [{"replicate": r, **ends} for r, (_, ends) in enumerate(done)]
     meta = dict(scenario=sc.name, scenario_path=str(sc.path or ""), n=n, replicates=replicates,
                 seed=int(seed), population=getattr(pop, "name", str(population)),
                 params=dict(params or {}), regimens=dict(sc.regimens),
