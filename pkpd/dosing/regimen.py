@@ -181,19 +181,27 @@ def _day_list_text(days: Sequence[int]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def mosteller_bsa(wt_kg: float, ht_cm: float) -> float:
-    """Body-surface area (m²) by Mosteller (1987): ``sqrt(WT[kg] * HT[cm] / 3600)``."""
-    return math.sqrt(float(wt_kg) * float(ht_cm) / 3600.0)
+def mosteller_bsa(wt_kg, ht_cm):
+    """Body-surface area (m²) by Mosteller (1987): ``sqrt(WT[kg] * HT[cm] / 3600)``.
+
+    Scalars give a float; arrays (one value per patient) give an array."""
+    if np.ndim(wt_kg) == 0 and np.ndim(ht_cm) == 0:
+        return math.sqrt(float(wt_kg) * float(ht_cm) / 3600.0)
+    return np.sqrt(np.asarray(wt_kg, float) * np.asarray(ht_cm, float) / 3600.0)
 
 
-def cockcroft_gault_crcl(age_y: float, wt_kg: float, scr_mg_dl: float, female: bool) -> float:
+def cockcroft_gault_crcl(age_y, wt_kg, scr_mg_dl, female):
     """Creatinine clearance (mL/min) by Cockcroft & Gault (1976).
 
     ``CrCL = (140 - AGE) * WT / (72 * SCR)``, times 0.85 for women; total body weight in kg,
-    serum creatinine in mg/dL.
+    serum creatinine in mg/dL. Scalars give a float; arrays (one value per patient) an array.
     """
-    crcl = (140.0 - float(age_y)) * float(wt_kg) / (72.0 * float(scr_mg_dl))
-    return crcl * 0.85 if female else crcl
+    if all(np.ndim(x) == 0 for x in (age_y, wt_kg, scr_mg_dl, female)):
+        crcl = (140.0 - float(age_y)) * float(wt_kg) / (72.0 * float(scr_mg_dl))
+        return crcl * 0.85 if female else crcl
+    crcl = (140.0 - np.asarray(age_y, float)) * np.asarray(wt_kg, float) / (
+        72.0 * np.asarray(scr_mg_dl, float))
+    return np.where(np.asarray(female, bool), crcl * 0.85, crcl)
 
 
 def calvert_dose_mg(auc: float, gfr_ml_min: float) -> float:

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from ..dosing.regimen import cockcroft_gault_crcl, mosteller_bsa
 from ..errors import DataError, ModelError
 
 __all__ = [
@@ -60,8 +61,6 @@ __all__ = [
     "Population",
     "list_populations",
     "populations_dir",
-    "bsa_mosteller_m2",
-    "crcl_cockcroft_gault_ml_min",
 ]
 
 #: unit of every column a population gives (also in ``frame.attrs["units"]``)
@@ -106,27 +105,6 @@ _SPEC_KEYS = {
     "ldh": ("median_u_l", "sd_log", "min_u_l", "max_u_l"),
     "albumin_ldh": ("corr",),
 }
-
-
-# --------------------------------------------------------------------------------------------
-# closed forms (vectorised; the scalar versions are pkpd.dosing.regimen.mosteller_bsa and
-# cockcroft_gault_crcl)
-# --------------------------------------------------------------------------------------------
-
-
-def bsa_mosteller_m2(wt_kg, ht_cm) -> np.ndarray:
-    """Body-surface area (m2) by Mosteller (1987): ``sqrt(WT[kg] * HT[cm] / 3600)``."""
-    return np.sqrt(np.asarray(wt_kg, float) * np.asarray(ht_cm, float) / 3600.0)
-
-
-def crcl_cockcroft_gault_ml_min(age_years, wt_kg, scr_mg_dl, female) -> np.ndarray:
-    """Creatinine clearance (mL/min) by Cockcroft & Gault (1976), total body weight.
-
-    ``(140 - AGE[y]) * WT[kg] / (72 * SCR[mg/dL])``, times 0.85 where ``female`` is true.
-    """
-    crcl = (140.0 - np.asarray(age_years, float)) * np.asarray(wt_kg, float) / (
-        72.0 * np.asarray(scr_mg_dl, float))
-    return np.where(np.asarray(female, bool), 0.85 * crcl, crcl)
 
 
 def _trunc_std_normal(u: np.ndarray, lo, hi) -> np.ndarray:
@@ -290,10 +268,10 @@ def _draw_parametric(s: dict, u: np.ndarray) -> dict[str, np.ndarray]:
 def _add_derived(cols: dict[str, np.ndarray]) -> None:
     """BSA (Mosteller), CRCL (Cockcroft-Gault) and GFR = CRCL, where absent and computable."""
     if "BSA" not in cols and {"WT", "HT"} <= cols.keys():
-        cols["BSA"] = bsa_mosteller_m2(cols["WT"], cols["HT"])
+        cols["BSA"] = mosteller_bsa(cols["WT"], cols["HT"])
     if "CRCL" not in cols and {"AGE", "WT", "SCR", "SEX"} <= cols.keys():
-        cols["CRCL"] = crcl_cockcroft_gault_ml_min(cols["AGE"], cols["WT"], cols["SCR"],
-                                                   cols["SEX"] == 1.0)
+        cols["CRCL"] = cockcroft_gault_crcl(cols["AGE"], cols["WT"], cols["SCR"],
+                                            cols["SEX"] == 1.0)
     if "GFR" not in cols and "CRCL" in cols:
         cols["GFR"] = np.asarray(cols["CRCL"], float).copy()
 
