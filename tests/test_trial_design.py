@@ -108,12 +108,36 @@ def test_a_user_file_loads(tmp_path):
     (('"1500 mg IV 60 min Q4W"', '"1500 kg IV Q4W"'), r"\[regimens\] durvalumab"),
     (('model = "sclc_triplet_tgi"', ""), r"\[scenario\] needs model"),
     (('schedule = "Q6W"', 'schedule = "Q6W"\ndays = [42]'), "exactly one of schedule or days"),
+    (('schedule = "Q6W"', 'schedule = "Q6W"\nwindow_days = 21'),
+     r"window_days = 21 lets neighbouring scans swap \(the closest planned scans are 42 days"),
+    (('schedule = "Q6W"', 'schedule = "Q6W"\nwindow_days = -1'), r"window_days = -1 must be"),
+    (('schedule = "Q6W"', 'schedule = "Q6W"\nwindow_days = 2.5'), r"window_days = 2.5 must be"),
 ])
 def test_bad_scenarios_name_the_key_the_value_and_the_fix(tmp_path, edit, match):
     p = _write(tmp_path, GOOD.replace(*edit))
     with pytest.raises(SpecError, match=match) as e:
         load_scenario(p)
     assert "Fix" in str(e.value) or "must" in str(e.value)
+
+
+def test_visit_window_shifts_each_scan_within_the_window_and_keeps_the_order(tmp_path):
+    s = load_scenario(_write(tmp_path, GOOD.replace('schedule = "Q6W"',
+                                                    'schedule = "Q6W"\nwindow_days = 7')))
+    planned = s.scans.all_days()
+    d = s.scans.patient_days(20_000, np.random.default_rng(3))
+    assert d.shape == (20_000, planned.size)
+    assert (d[:, 0] == planned[0]).all()                      # the baseline does not move
+    shift = d[:, 1:] - planned[1:]
+    assert shift.min() == -7 and shift.max() == 7             # whole days, both ends reached
+    assert (shift == np.round(shift)).all()
+    assert np.allclose(np.bincount((shift + 7).astype(int).ravel()) / shift.size, 1 / 15,
+                       atol=0.003)                            # uniform: 15 values, SE ~0.0004
+    assert (np.diff(d, axis=1) > 0).all()
+    again = s.scans.patient_days(20_000, np.random.default_rng(3))
+    assert (again == d).all()
+    # no window: every patient on the planned days, whatever the generator
+    s0 = load_scenario(_write(tmp_path, GOOD, "exact.toml"))
+    assert (s0.scans.patient_days(5, np.random.default_rng(1)) == s0.scans.all_days()).all()
 
 
 def test_unknown_scenario_suggests_the_nearest():

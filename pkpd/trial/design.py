@@ -22,6 +22,8 @@ NAME``); a path to a ``.toml`` file works too::
     [scans]
     schedule = "Q6W to W48, then Q9W"  # or: days = [42, 84, ...]
     baseline_day = 0                   # the baseline scan (day <= 0)
+    window_days = 7                    # visit window: each follow-up scan is done on its
+                                       # planned day +/- up to 7 days (default 0: exactly)
 
     [censoring]
     dropout_per_year = 0.10            # exponential loss to follow-up
@@ -55,7 +57,7 @@ MAX_PATIENTS_PER_ARM = 1_000_000
 _SECTIONS = {
     "scenario": {"name", "description", "source", "model", "population", "n", "days"},
     "regimens": None,  # drug names
-    "scans": {"schedule", "days", "baseline_day"},
+    "scans": {"schedule", "days", "baseline_day", "window_days"},
     "censoring": {"dropout_per_year", "cutoff_day"},
 }
 _REQUIRED = ("model", "n", "days")
@@ -79,10 +81,25 @@ class ScanSchedule:
     baseline_day: float
     days: tuple[float, ...]
     text: str = ""
+    window_days: float = 0.0
 
     def all_days(self) -> np.ndarray:
-        """Baseline then follow-up scan days, as one float array."""
+        """Baseline then follow-up scan days (the planned days), as one float array."""
         return np.array([self.baseline_day, *self.days], dtype=float)
+
+    def patient_days(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, n_scans)`` actual scan days: each follow-up scan on its planned day shifted by
+        a whole number of days drawn uniformly from ``[-window_days, +window_days]`` (and on
+        day 1 at the earliest). The baseline stays on its day. The window is less than half the
+        closest gap between planned scans (checked on loading), so the order never changes.
+        Without a window every patient gets the planned days and ``rng`` is not used."""
+        planned = self.all_days()
+        out = np.broadcast_to(planned, (n, planned.size)).copy()
+        w = int(self.window_days)
+        if w > 0 and planned.size > 1:
+            shift = rng.integers(-w, w + 1, size=(n, planned.size - 1))
+            out[:, 1:] = np.maximum(planned[1:] + shift, 1.0)
+        return out
 
 
 @dataclass(frozen=True)
@@ -248,13 +265,26 @@ def _scans(raw: dict, days: float, where: str) -> ScanSchedule:
     if ("schedule" in s) == ("days" in s):
         raise SpecError(f"{where}: [scans] needs exactly one of schedule or days. Fix: e.g. "
                         "schedule = \"Q6W to W48, then Q9W\"")
+    window = s.get("window_days", 0.0)
+    if (not isinstance(window, int | float) or isinstance(window, bool) or not 0 <= window
+            or window != math.floor(window)):
+        raise SpecError(f"{where}: [scans] window_days = {window!r} must be a whole number of "
+                        "days >= 0. Fix: e.g. window_days = 7 (scans on their planned day "
+                        "+/- 7 days), or 0 for exact days")
     if "schedule" in s:
-        return parse_scan_schedule(s["schedule"], days, float(baseline), f"{where}: [scans]")
-    listed = s["days"]
-    if not isinstance(listed, list) or not all(
-            isinstance(d, int | float) and not isinstance(d, bool) for d in listed):
-        raise SpecError(f"{where}: [scans] days = {listed!r} must be a list of numbers")
-    return _schedule(listed, float(baseline), f"{where}: [scans]")
+        sched = parse_scan_schedule(s["schedule"], days, float(baseline), f"{where}: [scans]")
+    else:
+        listed = s["days"]
+        if not isinstance(listed, list) or not all(
+                isinstance(d, int | float) and not isinstance(d, bool) for d in listed):
+            raise SpecError(f"{where}: [scans] days = {listed!r} must be a list of numbers")
+        sched = _schedule(listed, float(baseline), f"{where}: [scans]")
+    gaps = np.diff(np.r_[0.0, sched.days])
+    if window and gaps.size and 2 * window >= gaps.min():
+        raise SpecError(f"{where}: [scans] window_days = {window!r} lets neighbouring scans "
+                        f"swap (the closest planned scans are {gaps.min():g} days apart). Fix: "
+                        f"a window below {gaps.min() / 2:g} days")
+    return ScanSchedule(sched.baseline_day, sched.days, sched.text, float(window))
 
 
 def load_scenario(name_or_path: str | os.PathLike) -> Scenario:

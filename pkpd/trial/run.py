@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..cards.card import Card, load_card
 from ..errors import SpecError
 from ..survival.km import DAYS_PER_MONTH, km_median, km_rate
 from ..tumour.simulate import simulate
@@ -42,6 +43,11 @@ ENDPOINTS = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_
              "median_dor_months", "median_depth_pct", "median_resistance_onset_months")
 #: the keys ``pkpd trial --json`` prints
 HEADLINE = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_12m")
+
+#: RECIST 1.1 minimum duration of stable disease (days from the first dose); with a visit window
+#: of w days, SD counts from day 42 - w, so that a 6-week scan done early still counts (the usual
+#: protocol wording, "at least 6 weeks, within the visit window")
+SD_MIN_DAYS = 42.0
 
 _CR, _PR, _SD = (BOR_CODES[c] for c in ("CR", "PR", "SD"))
 
@@ -89,33 +95,45 @@ def _check(scenario, n, replicates, seed) -> tuple[Scenario, int, int]:
     return sc, int(n), int(replicates)
 
 
-def _observed(sc: Scenario, n: int, rng: np.random.Generator) -> np.ndarray:
+def _observed(sc: Scenario, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Which scans are done: all up to dropout (exponential, ``dropout_per_year`` = the
-    probability of leaving within a year) and the data cut-off; the baseline always."""
-    days = sc.scans.all_days()
+    probability of leaving within a year), the data cut-off and the simulated horizon; the
+    baseline always. ``days``: ``(n, n_scans)`` actual scan days."""
+    n = days.shape[0]
     p = sc.dropout_per_year
     if p > 0:
         rate = -math.log1p(-min(p, 1 - 1e-12)) / 365.25
         drop = rng.exponential(1.0 / rate, n)
     else:
         drop = np.full(n, np.inf)
-    obs = days[None, :] <= np.minimum(drop, sc.cutoff)[:, None]
+    obs = days <= np.minimum(np.minimum(drop, sc.cutoff), sc.days)[:, None]
     obs[:, 0] = True
     return obs
 
 
-def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params):
-    """One replicate: the per-patient table and the endpoints."""
-    pop_ss, sim_ss, drop_ss = np.random.SeedSequence([seed, r]).spawn(3)
-    cov = pop.draw(n, np.random.default_rng(pop_ss))
-    days = sc.scans.all_days()
-    sim = simulate(sc.model, sc.protocol(), sc.days, n=n,
-                   seed=int(sim_ss.generate_state(1)[0]), times=np.maximum(days, 0.0),
+def _sld_at_scans(sc: Scenario, card, cov: pd.DataFrame, days: np.ndarray, seed: int, params):
+    """The observed SLD (residual error included) of each patient at its own scan days, and
+    the simulation. The model is simulated once at the union of all patients' scan days."""
+    n = days.shape[0]
+    grid = np.unique(np.clip(days, 0.0, sc.days))
+    sim = simulate(card, sc.protocol(), sc.days, n=n, seed=seed, times=grid,
                    covariates=cov.drop(columns=["ID"]), params=params, residual=True,
                    progress=False)
-    sld = sim.trajectories["DV"].to_numpy().reshape(n, len(days))
-    obs = _observed(sc, n, np.random.default_rng(drop_ss))
-    rec = evaluate_scans(np.where(obs, sld, np.nan), days, observed=obs)
+    dv = sim.trajectories["DV"].to_numpy().reshape(n, grid.size)
+    col = np.searchsorted(grid, np.clip(days, 0.0, sc.days))
+    return np.take_along_axis(dv, col, axis=1), sim
+
+
+def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params, card=None):
+    """One replicate: the per-patient table and the endpoints."""
+    pop_ss, sim_ss, drop_ss, visit_ss = np.random.SeedSequence([seed, r]).spawn(4)
+    cov = pop.draw(n, np.random.default_rng(pop_ss))
+    days = sc.scans.patient_days(n, np.random.default_rng(visit_ss))
+    sld, sim = _sld_at_scans(sc, sc.model if card is None else card, cov, days,
+                             int(sim_ss.generate_state(1)[0]), params)
+    obs = _observed(sc, days, np.random.default_rng(drop_ss))
+    rec = evaluate_scans(np.where(obs, sld, np.nan), np.where(obs, days, np.nan), observed=obs,
+                         sd_min_days=SD_MIN_DAYS - sc.scans.window_days)
     pat = rec.to_frame().drop(columns=["patient"])
     pat.insert(0, "replicate", r)
     pat.insert(1, "ID", cov["ID"].to_numpy())
@@ -164,7 +182,7 @@ def _client(dask):
                         "(dask scheduler) or leave --dask out to run in this process") from None
 
 
-def _replicates(sc, pop, n, seed, replicates, params, progress, dask) -> list:
+def _replicates(sc, pop, n, seed, replicates, params, progress, dask, card=None) -> list:
     """``[(patients, endpoints), ...]`` in replicate order, in this process or on Dask. Each
     replicate depends only on ``(seed, r)``, so the backend does not change the numbers."""
     if dask is not None:
@@ -172,7 +190,8 @@ def _replicates(sc, pop, n, seed, replicates, params, progress, dask) -> list:
         try:
             futures = client.map(_replicate, [sc] * replicates, [pop] * replicates,
                                  [n] * replicates, [int(seed)] * replicates,
-                                 list(range(replicates)), [params] * replicates, pure=False)
+                                 list(range(replicates)), [params] * replicates,
+                                 [card] * replicates, pure=False)
             return client.gather(futures)
         finally:
             if own:
@@ -183,7 +202,7 @@ def _replicates(sc, pop, n, seed, replicates, params, progress, dask) -> list:
 
         bar = tqdm(total=replicates, desc=f"trial {sc.name}", unit="replicate")
     for r in range(replicates):
-        out.append(_replicate(sc, pop, n, int(seed), r, params))
+        out.append(_replicate(sc, pop, n, int(seed), r, params, card))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -193,24 +212,31 @@ def _replicates(sc, pop, n, seed, replicates, params, progress, dask) -> list:
 
 def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int = 1,
               seed: int = 0, population: Population | str | None = None,
-              params: dict | None = None, progress: bool = False, dask=None) -> TrialResult:
+              params: dict | None = None, card=None, progress: bool = False,
+              dask=None) -> TrialResult:
     """Simulate ``replicates`` trials of one arm (``scenario``: a name in ``scenarios/``, a path
     or a :class:`Scenario`) with ``n`` patients each (default: the scenario's ``n``).
 
     ``population``: a :class:`~pkpd.trial.population.Population` or its name (default: the
-    scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``).
+    scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``);
+    ``card``: a tumour card (:class:`~pkpd.cards.Card`, name or path) in place of the
+    scenario's, e.g. a calibrated card.
     ``dask``: a ``distributed.Client`` or a scheduler address; the replicates then run on its
     workers, with the same numbers as in this process.
     """
     sc, n, replicates = _check(scenario, n, replicates, seed)
     pop = population if isinstance(population, Population) else Population.load(
         population or sc.population)
-    done = _replicates(sc, pop, n, seed, replicates, params, progress, dask)
+    if card is not None and not isinstance(card, Card):
+        card = load_card(card)
+    done = _replicates(sc, pop, n, seed, replicates, params, progress, dask, card)
     pats = [pat for pat, _ in done]
     rows = [{"replicate": r, **ends} for r, (_, ends) in enumerate(done)]
     meta = dict(scenario=sc.name, scenario_path=str(sc.path or ""), n=n, replicates=replicates,
                 seed=int(seed), population=getattr(pop, "name", str(population)),
                 params=dict(params or {}), regimens=dict(sc.regimens),
+                card=card.name if card is not None else sc.model,
+                card_sha256=card.sha256 if card is not None else load_card(sc.model).sha256,
                 scan_days=sc.scans.all_days().tolist(), cutoff_day=sc.cutoff,
                 dropout_per_year=sc.dropout_per_year,
                 pfs_note="radiographic progression only (no death model)")
