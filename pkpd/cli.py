@@ -14,8 +14,9 @@
     pkpd cards [NAME]
     pkpd demo [--out DIR]
     pkpd trial --scenario NAME [--n N] [--replicates R] [--seed S] [--json] [--dask ADDRESS]
+               [--card CARD] [--posterior FIT_FOLDER] [--success RULE ...]
     pkpd compare SCENARIO SCENARIO... [--n N] [--replicates R] [--seed S] [--json]
-                 [--plots PREFIX]
+                 [--plots PREFIX] [--card CARD] [--posterior FIT_FOLDER] [--success RULE ...]
     pkpd --version;  pkpd COMMAND --help;  pkpd --debug COMMAND ... (traceback of a bug)
 
 Errors caused by input (data, regimen, units, cards, specs) are printed as one message naming the
@@ -262,12 +263,14 @@ def _cmd_trial(a) -> int:
     from .trial.run import run_trial
 
     res = run_trial(a.scenario, n=a.n, replicates=a.replicates, seed=a.seed,
-                    progress=not (a.quiet or a.json), dask=a.dask)
+                    progress=not (a.quiet or a.json), dask=a.dask, **_trial_sources(a))
     head = res.headline()
     if a.json:
+        extra = {"success": res.success.to_dict("records")} if res.success is not None else {}
         print(json.dumps({"scenario": res.scenario.name, "n": res.meta["n"],
                           "replicates": res.meta["replicates"], "seed": res.meta["seed"],
-                          **head}))
+                          "population_source": res.meta["population_source"], **head,
+                          **extra}, allow_nan=True))
         return 0
     s = res.summary()
     print(f"{res.scenario.name}: {res.meta['n']} patients x {res.meta['replicates']} "
@@ -275,6 +278,61 @@ def _cmd_trial(a) -> int:
     for key, row in s.iterrows():
         iv = f"  [{row.lo:.3g}, {row.hi:.3g}]" if res.meta["replicates"] > 1 else ""
         print(f"  {key:32s} {row['mean']:.3g}{iv}")
+    _print_success(res.success)
+    return 0
+
+
+def _trial_sources(a) -> dict:
+    """run_trial/compare keywords of --card, --posterior and --success."""
+    out = {"card": a.card, "success": a.success}
+    if a.posterior:
+        from .trial.sources import posterior_draws
+
+        out["draws"] = posterior_draws(a.posterior, a.card)
+    return out
+
+
+def _print_success(table) -> None:
+    if table is None:
+        return
+    print("\nP(success) over replicates (90% Wilson interval):")
+    for row in table.itertuples():
+        print(f"  {row.arm:24s} {row.rule:32s} {row.p_success:.3f}  [{row.lo:.3f}, "
+              f"{row.hi:.3f}]  ({row.met}/{row.replicates})")
+
+
+def _cmd_optimise(a) -> int:
+    import json
+
+    from .errors import SpecError
+    from .trial.optimise import optimise
+
+    bounds = []
+    for flag, text in (("--dose-bounds", a.dose_bounds), ("--day-bounds", a.day_bounds)):
+        try:
+            bounds.append(tuple(float(x) for x in text.split(",")))
+        except ValueError:
+            raise SpecError(f"{flag} {text!r} must be LO,HI (two numbers). Fix: e.g. "
+                            f"{flag} {'4,16' if flag == '--dose-bounds' else '7,21'}") from None
+    res = optimise(a.scenario, objective=a.objective, n=a.n, draws=a.draws, seed=a.seed,
+                   dose_bounds_mg=bounds[0], on_days_bounds=bounds[1])
+    s = res.summary()
+    if a.json:
+        print(json.dumps(s))
+        return 0
+    st, op, imp, pr = s["start"], s["optimum"], s["improvement"], s["practical"]
+    u = s["unit"]
+    print(f"{s['scenario']}: objective {s['objective']} ({u}), {s['n']} patients x "
+          f"{s['draws']} population draws, seed {s['seed']}")
+    print(f"  start    {st['dose_mg']:g} mg, {st['on_days']:g} on-days: {st['objective']:.4g}; "
+          f"mean Cmax {st['cmax_ng_ml']:.4g} ng/mL (the limit)")
+    print(f"  optimum  {op['dose_mg']:.3g} mg, {op['on_days']:.3g} on-days: "
+          f"{op['objective']:.4g}; mean Cmax {op['cmax_ng_ml']:.4g} ng/mL "
+          f"({'within' if op['constraint_ok'] else 'ABOVE'} the limit)")
+    print(f"  optimum - start: {imp['mean']:+.3g} {u} [90% {imp['lo']:+.3g}, {imp['hi']:+.3g}], "
+          f"P(improvement) {imp['p_improvement']:.2f}")
+    print(f"  practical: {pr['regimen']}: {pr['objective']:.4g}; mean Cmax "
+          f"{pr['cmax_ng_ml']:.4g} ng/mL ({'feasible' if pr['feasible'] else 'infeasible'})")
     return 0
 
 
@@ -284,7 +342,7 @@ def _cmd_compare(a) -> int:
     from .trial.comparison import compare
 
     c = compare(a.scenarios, n=a.n, replicates=a.replicates, seed=a.seed,
-                progress=not (a.quiet or a.json), dask=a.dask)
+                progress=not (a.quiet or a.json), dask=a.dask, **_trial_sources(a))
     if a.plots:
         from .plots.trial import forest_plot, km_plot
 
@@ -294,7 +352,9 @@ def _cmd_compare(a) -> int:
     if a.json:
         print(json.dumps({"table": c.table.to_dict("records"),
                           "pairwise": c.pairwise.to_dict("records"),
-                          "hazard": c.hazard.to_dict("records")}, allow_nan=True))
+                          "hazard": c.hazard.to_dict("records"),
+                          **({"success": c.success.to_dict("records")}
+                             if c.success is not None else {})}, allow_nan=True))
         return 0
     wide = c.table.pivot(index="endpoint", columns="scenario", values="mean")
     print(f"{a.replicates} replicate(s), seed {a.seed}, the same virtual patients in every arm\n")
@@ -304,6 +364,31 @@ def _cmd_compare(a) -> int:
           .round(2).to_string())
     print("\nPFS hazard ratio of A vs B (median over replicates, 90% interval):")
     print(c.hazard.round(3).to_string(index=False))
+    _print_success(c.success)
+    return 0
+
+
+def _cmd_calibrate(a) -> int:
+    import json
+
+    from .trial.calibrate import calibrate
+
+    rec = calibrate(a.spec, out=a.out, progress=not (a.quiet or a.json),
+                    write_card=not a.no_card, particles=a.particles,
+                    max_simulations=a.max_simulations, check_n=a.check_n,
+                    check_replicates=a.check_replicates)
+    if a.json:
+        print(json.dumps({k: rec[k] for k in ("name", "stopped", "simulations", "failures",
+                                              "final_tolerance", "values", "targets")}))
+        return 0
+    print(f"{rec['name']}: {rec['stopped']}; {rec['simulations']} simulated trials "
+          f"({rec['failures']} failed), final tolerance {rec['final_tolerance']:.3f}")
+    for label, t in rec["targets"].items():
+        print(f"  {label:34s} published {t['value']:.3g}  calibrated {t['achieved']:.3g} "
+              f"[{t['achieved_lo']:.3g}, {t['achieved_hi']:.3g}]"
+              f"{'' if t['within_scale'] else '  (outside its scale)'}")
+    for name, v in rec["values"].items():
+        print(f"  {name:14s} {v:.4g}")
     return 0
 
 
@@ -397,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_trial(sub)
     _add_compare(sub)
+    _add_optimise(sub)
+    _add_calibrate(sub)
     return p
 
 
@@ -530,7 +617,20 @@ def _add_trial(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--dask", metavar="ADDRESS",
                    help="run the replicates on a Dask scheduler (e.g. tcp://host:8786)")
+    _add_sources(t)
     t.set_defaults(func=_cmd_trial)
+
+
+def _add_sources(p) -> None:
+    p.add_argument("--card", metavar="NAME_OR_PATH",
+                   help="tumour card in place of the scenario's (e.g. a calibrated card)")
+    p.add_argument("--posterior", metavar="FIT_FOLDER",
+                   help="population source: each replicate draws its population parameters "
+                   "from this fit's posterior (fits/NAME, written by pkpd fit)")
+    p.add_argument("--success", metavar="RULE", action="append",
+                   help="success rule, repeatable: 'orr_confirmed >= 0.75', "
+                   "'median_pfs_months > 6', 'hr_pfs < 0.7 vs ep' (compare); P(success) with a "
+                   "90%% interval")
 
 
 def _add_compare(sub) -> None:
@@ -548,7 +648,43 @@ def _add_compare(sub) -> None:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--dask", metavar="ADDRESS",
                    help="run the replicates on a Dask scheduler (e.g. tcp://host:8786)")
+    _add_sources(c)
     c.set_defaults(func=_cmd_compare)
+
+
+def _add_optimise(sub) -> None:
+    o = sub.add_parser("optimise", help="anlotinib dose and on-days that maximise PFS or depth "
+                       "under a Cmax constraint (gradients through the simulator)")
+    o.add_argument("--scenario", default="triplet",
+                   help="scenario with anlotinib (default triplet: 12 mg PO QD D1-14 Q21D)")
+    o.add_argument("--objective", default="pfs",
+                   help="pfs (restricted mean PFS, months) or depth (mean shrinkage, %%)")
+    o.add_argument("--n", type=int, default=200, help="virtual patients (fixed, shared)")
+    o.add_argument("--draws", type=int, default=20,
+                   help="population draws (typical values, PSI from its prior)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--dose-bounds", default="4,16", metavar="LO,HI",
+                   help="daily dose bounds (mg)")
+    o.add_argument("--day-bounds", default="7,21", metavar="LO,HI",
+                   help="on-days per cycle bounds")
+    o.add_argument("--json", action="store_true", help="print one JSON object")
+    o.set_defaults(func=_cmd_optimise)
+
+
+def _add_calibrate(sub) -> None:
+    c = sub.add_parser("calibrate", help="calibrate a tumour card to published trial endpoints "
+                       "(ABC-SMC)")
+    c.add_argument("spec", help="calibration spec, e.g. fits/calibrate_caspian.toml")
+    c.add_argument("--out", help="results folder (default: next to the spec, named after it)")
+    c.add_argument("--particles", type=int, help="ABC-SMC particles (default: the spec's)")
+    c.add_argument("--max-simulations", type=int, help="simulated trials at most")
+    c.add_argument("--check-n", type=int, help="patients per arm in the check of the card")
+    c.add_argument("--check-replicates", type=int, help="replicates in the check of the card")
+    c.add_argument("--no-card", action="store_true",
+                   help="do not write the spec's card_out (the card stays in the results folder)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+    c.set_defaults(func=_cmd_calibrate)
 
 
 _ACTIONS = {
@@ -562,6 +698,8 @@ _ACTIONS = {
     "demo": ("running the demo into", "out"),
     "trial": ("simulating scenario", "scenario"),
     "compare": ("comparing scenarios", "scenarios"),
+    "calibrate": ("calibrating with spec", "spec"),
+    "optimise": ("optimising scenario", "scenario"),
 }
 
 

@@ -11,8 +11,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                "parse_scan_schedule"),
     "population": ("Population", "list_populations", "populations_dir", "COVARIATE_UNITS",
                    "BASE_COLUMNS", "PLAUSIBLE_RANGES", "UNIFORMS_PER_PATIENT"),
-    "run": ("run_trial", "TrialResult", "ENDPOINTS", "HEADLINE"),
-    "comparison": ("compare", "Comparison", "HIGHER_IS_BETTER"),
+    "run": ("run_trial", "TrialResult", "ENDPOINTS", "HEADLINE", "draw_index"),
+    "comparison": ("compare", "Comparison", "HIGHER_IS_BETTER", "control_stream"),
+    "sources": ("posterior_draws", "check_draws", "card_for_draw", "OMEGA2_PREFIX"),
+    "success": ("Rule", "parse_rule", "parse_rules", "wilson_interval", "COMPARATIVE",
+                "success_rows", "success_frame", "SUCCESS_COLUMNS", "FRACTIONS"),
+    "optimise": ("OptimisationResult", "build_problem", "Problem", "on_day_weights",
+                 "OBJECTIVES", "CAPSULES_MG"),
     "recist_scan": ("evaluate_scans", "ScanRecistResult", "SCAN_RESPONSE_CODES", "BOR_CODES"),
 }
 
