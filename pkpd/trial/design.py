@@ -87,6 +87,15 @@ class ScanSchedule:
         """Baseline then follow-up scan days (the planned days), as one float array."""
         return np.array([self.baseline_day, *self.days], dtype=float)
 
+    def possible_days(self, horizon_days: float) -> np.ndarray:
+        """Every day a scan can fall on (the planned days and their windows), up to
+        ``horizon_days``: one fixed grid for all patients, so the simulation compiles once."""
+        planned = self.all_days()
+        w = int(self.window_days)
+        follow = np.maximum(planned[1:, None] + np.arange(-w, w + 1)[None, :], 1.0)
+        days = np.unique(np.r_[max(planned[0], 0.0), follow.ravel()])
+        return days[days <= horizon_days]
+
     def patient_days(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, n_scans)`` actual scan days: each follow-up scan on its planned day shifted by
         a whole number of days drawn uniformly from ``[-window_days, +window_days]`` (and on
