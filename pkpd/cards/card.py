@@ -246,6 +246,35 @@ class Card:
     def residual(self) -> dict:
         return dict(self.raw.get("residual", {}))
 
+    def with_values(self, values: Mapping[str, float] | None = None,
+                    omega2: Mapping[str, float] | None = None) -> Card:
+        """A copy of this card with other typical values and/or IIV variances.
+
+        ``values``: ``{parameter: typical value}``; ``omega2``: ``{parameter: variance of its
+        eta}`` (the parameter must have an ``[iiv.NAME]`` table; the type is kept). The copy is
+        validated like a card file (domains, variances >= 0); its ``sha256`` is over the
+        modified content (canonical JSON), so it differs from the file's whenever a value does.
+        Raises :class:`~pkpd.errors.ModelError` on an unknown name or a bad value.
+        """
+        import copy
+        import json
+
+        raw = copy.deepcopy(self.raw)
+        for what, given, table, key in (("parameter", values, "parameters", "value"),
+                                        ("IIV", omega2, "iiv", "omega2")):
+            for k, v in (given or {}).items():
+                if k not in raw.get(table, {}):
+                    known = ", ".join(raw.get(table, {})) or "(none)"
+                    raise ModelError(f"card {self.name} has no {what} {k!r}. Fix: use one of "
+                                     f"{known}")
+                if isinstance(v, bool) or not np.isscalar(v) or not np.isfinite(float(v)):
+                    raise ModelError(f"card {self.name}: {what} {k} = {v!r} is not a finite "
+                                     "number. Fix: give a number")
+                raw[table][k][key] = float(v)
+        _validate(raw, f"card {self.name} (modified copy)")
+        sha = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+        return Card(name=self.name, path=self.path, raw=raw, sha256=sha)
+
     def summary(self) -> str:
         lines = [f"{self.name}: {self.raw['card'].get('description', '')}",
                  f"  source: {self.source}"]

@@ -12,9 +12,17 @@ error, removes the scans after dropout or the data cut-off, and applies RECIST 1
 (:func:`pkpd.trial.recist_scan.evaluate_scans`). The endpoints are computed per replicate.
 
 Random numbers: replicate ``r`` of seed ``s`` uses ``numpy.random.SeedSequence([s, r])``, spawned
-into independent streams for the population, the simulation (IIV and residual error) and dropout.
-So two scenarios run with the same seed share their virtual patients' covariates (common random
-numbers), whatever their regimens.
+into independent streams for the population, the simulation (IIV and residual error), dropout,
+the visit windows and the choice of the population draw (``draws=``). So two scenarios run with
+the same seed share their virtual patients' covariates (common random numbers), whatever their
+regimens, and the same posterior draw. ``stream=K`` gives an arm its own patients
+(``SeedSequence([s, r, K])`` for the first four streams) while keeping the population draw of
+replicate ``r``: independent patients in the same trial world, as in a randomised trial.
+
+Population sources (:mod:`pkpd.trial.sources`): the scenario's tumour card, another card
+(``card=``, e.g. a calibrated one), or a table of population draws (``draws=``, e.g.
+:func:`~pkpd.trial.sources.posterior_draws` of a fit): replicate ``r`` then uses one row,
+chosen from its own stream, as the card's typical values and IIV variances.
 
 PFS counts radiographic progression only: this layer has no death model yet, so PFS is not
 censored or ended by death.
@@ -35,8 +43,9 @@ from ..tumour.simulate import simulate
 from .design import MAX_PATIENTS_PER_ARM, Scenario, load_scenario
 from .population import Population
 from .recist_scan import BOR_CODES, evaluate_scans
+from .success import parse_rules, success_frame, success_rows
 
-__all__ = ["run_trial", "TrialResult", "ENDPOINTS", "HEADLINE"]
+__all__ = ["run_trial", "TrialResult", "ENDPOINTS", "HEADLINE", "draw_index"]
 
 #: endpoints computed per replicate (fractions 0-1, times in months, depth in %)
 ENDPOINTS = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_12m",
@@ -60,6 +69,8 @@ class TrialResult:
     endpoints: pd.DataFrame
     patients: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    #: P(success) per rule (:mod:`pkpd.trial.success`), when rules were given
+    success: pd.DataFrame | None = None
 
     def summary(self, level: float = 0.90) -> pd.DataFrame:
         """Each endpoint: mean over replicates and the central ``level`` interval."""
@@ -113,9 +124,10 @@ def _observed(sc: Scenario, days: np.ndarray, rng: np.random.Generator) -> np.nd
 
 def _sld_at_scans(sc: Scenario, card, cov: pd.DataFrame, days: np.ndarray, seed: int, params):
     """The observed SLD (residual error included) of each patient at its own scan days, and
-    the simulation. The model is simulated once at the union of all patients' scan days."""
+    the simulation. The model is simulated once on every day a scan can fall on (a grid that
+    does not depend on the draws, so it compiles once)."""
     n = days.shape[0]
-    grid = np.unique(np.clip(days, 0.0, sc.days))
+    grid = sc.scans.possible_days(sc.days)
     sim = simulate(card, sc.protocol(), sc.days, n=n, seed=seed, times=grid,
                    covariates=cov.drop(columns=["ID"]), params=params, residual=True,
                    progress=False)
@@ -124,9 +136,24 @@ def _sld_at_scans(sc: Scenario, card, cov: pd.DataFrame, days: np.ndarray, seed:
     return np.take_along_axis(dv, col, axis=1), sim
 
 
-def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params, card=None):
+def _streams(seed: int, r: int, stream: int | None = None) -> list:
+    """Seed sequences of replicate ``r``: population, simulation, dropout, visit, draw. With
+    ``stream``, the first four (the patients) come from ``[seed, r, stream]``; the draw's stays."""
+    base = np.random.SeedSequence([seed, r]).spawn(5)
+    if stream is None:
+        return base
+    return [*np.random.SeedSequence([seed, r, int(stream)]).spawn(4), base[4]]
+
+
+def draw_index(seed: int, r: int, n_draws: int) -> int:
+    """The row of a draws table that replicate ``r`` of ``seed`` uses (the same in every arm)."""
+    return int(np.random.default_rng(_streams(seed, r)[4]).integers(n_draws))
+
+
+def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params, card=None,
+               stream: int | None = None):
     """One replicate: the per-patient table and the endpoints."""
-    pop_ss, sim_ss, drop_ss, visit_ss = np.random.SeedSequence([seed, r]).spawn(4)
+    pop_ss, sim_ss, drop_ss, visit_ss, _ = _streams(seed, r, stream)
     cov = pop.draw(n, np.random.default_rng(pop_ss))
     days = sc.scans.patient_days(n, np.random.default_rng(visit_ss))
     sld, sim = _sld_at_scans(sc, sc.model if card is None else card, cov, days,
@@ -182,16 +209,19 @@ def _client(dask):
                         "(dask scheduler) or leave --dask out to run in this process") from None
 
 
-def _replicates(sc, pop, n, seed, replicates, params, progress, dask, card=None) -> list:
+def _replicates(sc, pop, n, seed, replicates, params, progress, dask, cards=None,
+                stream=None) -> list:
     """``[(patients, endpoints), ...]`` in replicate order, in this process or on Dask. Each
-    replicate depends only on ``(seed, r)``, so the backend does not change the numbers."""
+    replicate depends only on ``(seed, r)`` (and its card), so the backend does not change the
+    numbers. ``cards``: one card (or None) per replicate."""
+    cards = list(cards) if cards is not None else [None] * replicates
     if dask is not None:
         client, own = _client(dask)
         try:
             futures = client.map(_replicate, [sc] * replicates, [pop] * replicates,
                                  [n] * replicates, [int(seed)] * replicates,
                                  list(range(replicates)), [params] * replicates,
-                                 [card] * replicates, pure=False)
+                                 cards, [stream] * replicates, pure=False)
             return client.gather(futures)
         finally:
             if own:
@@ -202,7 +232,7 @@ def _replicates(sc, pop, n, seed, replicates, params, progress, dask, card=None)
 
         bar = tqdm(total=replicates, desc=f"trial {sc.name}", unit="replicate")
     for r in range(replicates):
-        out.append(_replicate(sc, pop, n, int(seed), r, params, card))
+        out.append(_replicate(sc, pop, n, int(seed), r, params, cards[r], stream))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -210,10 +240,27 @@ def _replicates(sc, pop, n, seed, replicates, params, progress, dask, card=None)
     return out
 
 
+def _cards(sc: Scenario, card, draws, seed: int, replicates: int):
+    """The base card, one card per replicate, the draw index per replicate (or None) and the
+    population source's description."""
+    from .sources import card_for_draw, check_draws
+
+    if card is not None and not isinstance(card, Card):
+        card = load_card(card)
+    if draws is None:
+        return card, [card] * replicates, None, f"card {card.name if card else sc.model}"
+    base = card if card is not None else load_card(sc.model)
+    check_draws(draws, base)
+    idx = [draw_index(seed, r, len(draws)) for r in range(replicates)]
+    cards = [card_for_draw(base, draws.iloc[i]) for i in idx]
+    return base, cards, idx, draws.attrs.get("source", "draws table")
+
+
 def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int = 1,
               seed: int = 0, population: Population | str | None = None,
-              params: dict | None = None, card=None, progress: bool = False,
-              dask=None) -> TrialResult:
+              params: dict | None = None, card=None, draws: pd.DataFrame | None = None,
+              success=None, stream: int | None = None, level: float = 0.90,
+              progress: bool = False, dask=None) -> TrialResult:
     """Simulate ``replicates`` trials of one arm (``scenario``: a name in ``scenarios/``, a path
     or a :class:`Scenario`) with ``n`` patients each (default: the scenario's ``n``).
 
@@ -221,23 +268,38 @@ def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int
     scenario's); ``params``: overrides of the tumour card's typical values (e.g. ``{"PSI": 0}``);
     ``card``: a tumour card (:class:`~pkpd.cards.Card`, name or path) in place of the
     scenario's, e.g. a calibrated card.
+    ``draws``: population draws (a DataFrame with card parameter names and ``omega2_NAME``
+    columns, one row per draw, e.g. :func:`pkpd.trial.sources.posterior_draws`); each replicate
+    uses one row (``meta["draw_index"]``, ``endpoints["draw"]``); ``params`` still override.
+    ``success``: rules (:mod:`pkpd.trial.success`, e.g. ``"orr_confirmed >= 0.75"``); their
+    P(success) with a Wilson ``level`` interval is in ``result.success``.
+    ``stream``: an integer giving this arm its own patients (see the module docstring).
     ``dask``: a ``distributed.Client`` or a scheduler address; the replicates then run on its
     workers, with the same numbers as in this process.
     """
     sc, n, replicates = _check(scenario, n, replicates, seed)
+    rules = parse_rules(success, endpoints=ENDPOINTS)
     pop = population if isinstance(population, Population) else Population.load(
         population or sc.population)
-    if card is not None and not isinstance(card, Card):
-        card = load_card(card)
-    done = _replicates(sc, pop, n, seed, replicates, params, progress, dask, card)
+    card, cards, idx, source = _cards(sc, card, draws, int(seed), replicates)
+    done = _replicates(sc, pop, n, seed, replicates, params, progress, dask, cards, stream)
     pats = [pat for pat, _ in done]
     rows = [{"replicate": r, **ends} for r, (_, ends) in enumerate(done)]
+    ends = pd.DataFrame(rows)
+    if idx is not None:
+        ends["draw"] = idx
     meta = dict(scenario=sc.name, scenario_path=str(sc.path or ""), n=n, replicates=replicates,
                 seed=int(seed), population=getattr(pop, "name", str(population)),
                 params=dict(params or {}), regimens=dict(sc.regimens),
                 card=card.name if card is not None else sc.model,
                 card_sha256=card.sha256 if card is not None else load_card(sc.model).sha256,
+                population_source=source, draw_index=idx, stream=stream,
                 scan_days=sc.scans.all_days().tolist(), cutoff_day=sc.cutoff,
                 dropout_per_year=sc.dropout_per_year,
                 pfs_note="radiographic progression only (no death model)")
-    return TrialResult(sc, pd.DataFrame(rows), pd.concat(pats, ignore_index=True), meta)
+    res = TrialResult(sc, ends, pd.concat(pats, ignore_index=True), meta)
+    if rules:
+        met = {ru.text: (ru.met(ends[ru.endpoint]), ends[ru.endpoint].isna().to_numpy())
+               for ru in rules}
+        res.success = success_frame(success_rows(sc.name, met, level))
+    return res
