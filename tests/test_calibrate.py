@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from pkpd.cards.card import load_card
-from pkpd.errors import PkpdError, SpecError
+from pkpd.errors import PkpdError
 from pkpd.trial.calibrate import (
     calibrate,
-    card_with,
     distance,
     load_calibration,
 )
@@ -79,20 +78,6 @@ def test_distance_is_the_rms_of_scaled_errors():
     assert distance(spec, off) == pytest.approx(np.sqrt(1 / 6))
     off[1] = np.nan                      # a median not reached
     assert distance(spec, off) == np.inf
-
-
-def test_card_with_sets_values_and_refuses_unknown_names():
-    base = load_card("sclc_triplet_tgi")
-    c = card_with(base, {"KIO": 0.02, "omega2_LAMBDA": 0.5})
-    assert c.typical_params()["KIO"] == 0.02
-    assert c.omega()[c.iiv_names.index("LAMBDA"), c.iiv_names.index("LAMBDA")] == 0.5
-    assert c.sha256 != base.sha256 and base.typical_params()["KIO"] == 0.01
-    with pytest.raises(SpecError, match=r"unknown parameter 'KI0'.*did you mean 'KIO'"):
-        card_with(base, {"KI0": 1.0})
-    with pytest.raises(SpecError, match="has no IIV on KV"):
-        card_with(base, {"omega2_KV": 0.1})
-    with pytest.raises(PkpdError, match="KIO"):
-        card_with(base, {"KIO": -1.0})          # outside its domain
 
 
 @pytest.mark.parametrize("edit,match", [

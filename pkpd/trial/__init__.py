@@ -18,6 +18,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                 "success_rows", "success_frame", "SUCCESS_COLUMNS", "FRACTIONS"),
     "optimise": ("OptimisationResult", "build_problem", "Problem", "on_day_weights",
                  "OBJECTIVES", "CAPSULES_MG"),
+    "abc": ("GaussianPrior", "AbcResult", "abc_smc"),
+    "calibrate": ("CalibrationSpec", "Target", "load_calibration",
+                  "simulate_targets", "check_card", "posterior_table", "posterior_summary"),
     "recist_scan": ("evaluate_scans", "ScanRecistResult", "SCAN_RESPONSE_CODES", "BOR_CODES"),
 }
 

@@ -61,8 +61,9 @@ from ..io import read_text_file
 from .abc import GaussianPrior
 from .design import load_scenario
 from .run import ENDPOINTS, run_trial
+from .sources import card_for_draw
 
-__all__ = ["calibrate", "CalibrationSpec", "Target", "load_calibration", "card_with",
+__all__ = ["calibrate", "CalibrationSpec", "Target", "load_calibration",
            "simulate_targets", "distance", "check_card", "posterior_table", "posterior_summary",
            "report", "WRITTEN_BY"]
 
@@ -119,32 +120,6 @@ class CalibrationSpec:
             return None
         base = self.path.parent if self.path is not None else Path.cwd()
         return (base / out).resolve()
-
-
-def card_with(card: Card, values: dict[str, float]) -> Card:
-    """A copy of ``card`` with new typical values (card names) and IIV variances
-    (``omega2_NAME``), validated again (an unknown name or a value outside its domain is an
-    error); its ``sha256`` covers the new content."""
-    from copy import deepcopy
-
-    from ..cards.card import _validate
-
-    raw = deepcopy(card.raw)
-    for name, v in values.items():
-        if name.startswith("omega2_"):
-            p = name[len("omega2_"):]
-            if p not in raw.get("iiv", {}):
-                raise SpecError(f"{name}: card {card.name} has no IIV on {p}. Fix: one of "
-                                + ", ".join(f"omega2_{k}" for k in raw.get("iiv", {})))
-            raw["iiv"][p]["omega2"] = float(v)
-        else:
-            if name not in raw["parameters"]:
-                raise SpecError(f"unknown parameter {name!r} for card {card.name}"
-                                + _did_you_mean(name, raw["parameters"]))
-            raw["parameters"][name]["value"] = float(v)
-    _validate(raw, f"card {card.name} with {values}")
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
-    return Card(name=card.name, path=card.path, raw=raw, sha256=digest)
 
 
 def _did_you_mean(name: str, options) -> str:
@@ -285,7 +260,7 @@ def simulate_targets(spec: CalibrationSpec, values: dict[str, float], *, seed: i
     """Each target arm simulated with the card at ``values``: one row per target and
     replicate (``target, scenario, endpoint, replicate, simulated``). ``n``: patients per arm
     (default: each target's own N)."""
-    card = card_with(spec.card, values)
+    card = card_for_draw(spec.card, pd.Series(values))
     rows, done = [], {}
     for t in spec.targets:
         key = (t.scenario, n or t.n)
