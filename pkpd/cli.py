@@ -284,12 +284,26 @@ def _cmd_trial(a) -> int:
 
 def _trial_sources(a) -> dict:
     """run_trial/compare keywords of --card, --posterior and --success."""
+    from .trial.sources import population_draws, prior_draws, with_prior
+
     out = {"card": a.card, "success": a.success}
     if a.posterior:
-        from .trial.sources import posterior_draws
-
-        out["draws"] = posterior_draws(a.posterior, a.card)
+        draws = population_draws(a.posterior, a.card)
+        if out["card"] is None and "card" in draws.attrs:
+            out["card"] = draws.attrs["card"]          # a calibration's own card
+        out["draws"] = draws
+    if a.prior:
+        card = out["card"] or _scenario_card(a)
+        out["draws"] = (with_prior(out["draws"], card, a.prior, a.seed) if "draws" in out
+                        else prior_draws(card, a.prior, seed=a.seed))
     return out
+
+
+def _scenario_card(a) -> str:
+    from .trial.design import load_scenario
+
+    first = a.scenario if hasattr(a, "scenario") else a.scenarios[0]
+    return load_scenario(first).model
 
 
 def _print_success(table) -> None:
@@ -624,9 +638,14 @@ def _add_trial(sub) -> None:
 def _add_sources(p) -> None:
     p.add_argument("--card", metavar="NAME_OR_PATH",
                    help="tumour card in place of the scenario's (e.g. a calibrated card)")
-    p.add_argument("--posterior", metavar="FIT_FOLDER",
+    p.add_argument("--posterior", metavar="FOLDER",
                    help="population source: each replicate draws its population parameters "
-                   "from this fit's posterior (fits/NAME, written by pkpd fit)")
+                   "from this fit's posterior (fits/NAME, written by pkpd fit) or this "
+                   "calibration's ABC posterior (written by pkpd calibrate; its card.toml is "
+                   "the card unless --card is given)")
+    p.add_argument("--prior", metavar="PARAMETER", action="append",
+                   help="draw this card parameter from its prior in each replicate "
+                   "(repeatable), e.g. --prior PSI for the synergy no CASPIAN arm informs")
     p.add_argument("--success", metavar="RULE", action="append",
                    help="success rule, repeatable: 'orr_confirmed >= 0.75', "
                    "'median_pfs_months > 6', 'hr_pfs < 0.7 vs ep' (compare); P(success) with a "

@@ -156,3 +156,50 @@ def test_cli_bad_spec_is_one_line_and_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "KIOO" in r.stderr
+
+
+def test_the_calibration_is_a_population_source_with_its_own_card(tiny_run):
+    from pkpd.trial.sources import calibration_draws, population_draws
+
+    d, rec = tiny_run
+    parts = __import__("pandas").read_csv(d / "tiny" / "particles.csv")
+    draws = population_draws(d / "tiny")
+    assert len(draws) == 1000 and list(draws.columns) == ["KIO", "omega2_LAMBDA"]
+    assert draws.attrs["card"] == str(d / "tiny" / "card.toml")
+    # systematic resampling: particle i appears n * w_i times, rounded either way
+    counts = draws.groupby("KIO").size()
+    expect = parts.groupby("KIO")["weight"].sum() / parts["weight"].sum() * 1000
+    assert (counts.reindex(expect.index, fill_value=0) - expect).abs().max() <= 1.0
+    assert calibration_draws(d / "tiny").equals(draws)             # no random numbers
+    with pytest.raises(PkpdError, match="is not a pkpd fit.*no calibration.json"):
+        calibration_draws(d)
+
+
+def test_prior_draws_follow_the_card_prior():
+    from pkpd.trial.sources import prior_draws, with_prior
+
+    card = load_card("sclc_triplet_tgi")
+    d = prior_draws(card, ["PSI"], n=20_000, seed=1)
+    # card prior on PSI: normal(0, 1); SE of the mean 0.007, of the sd about 0.005
+    assert d["PSI"].mean() == pytest.approx(0.0, abs=0.03)
+    assert d["PSI"].std() == pytest.approx(1.0, abs=0.02)
+    assert (d["KIO"] == card.typical_params()["KIO"]).all()
+    kio = with_prior(d.head(5000), card, ["KIO"], seed=1)["KIO"]
+    # log-normal prior, median 0.01, sd_log 1: the median of 5000 draws within 4%
+    assert np.median(kio) == pytest.approx(0.01, rel=0.06)
+    assert np.log(kio).std() == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(PkpdError, match="no normal or log-normal prior on 'EC50D'"):
+        prior_draws(card, ["EC50D"])
+
+
+def test_cli_trial_with_a_calibration_posterior_and_the_psi_prior(tiny_run):
+    d, _ = tiny_run
+    r = subprocess.run([sys.executable, "-m", "pkpd.cli", "trial", "--scenario", "ep", "--n",
+                        "30", "--replicates", "2", "--seed", "3", "--posterior",
+                        str(d / "tiny"), "--prior", "PSI", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "calibration" in out["population_source"] and "PSI from the prior" in \
+        out["population_source"]
+    assert 0 <= out["orr_confirmed"] <= 1

@@ -59,6 +59,7 @@ from ..cards.card import Card, load_card
 from ..errors import SpecError
 from ..io import read_text_file
 from .abc import GaussianPrior
+from .calibration_files import WRITTEN_BY
 from .design import load_scenario
 from .run import ENDPOINTS, run_trial
 from .sources import card_for_draw
@@ -67,8 +68,6 @@ __all__ = ["calibrate", "CalibrationSpec", "Target", "load_calibration",
            "simulate_targets", "distance", "check_card", "posterior_table", "posterior_summary",
            "report", "WRITTEN_BY"]
 
-#: the ``written_by`` of every calibration record (card table, calibration.json)
-WRITTEN_BY = "pkpd calibrate"
 
 _KEYS = {"name", "description", "card", "seed", "particles", "alpha", "tolerance",
          "min_acceptance", "max_generations", "max_simulations", "check_n",
@@ -213,24 +212,58 @@ def load_calibration(path: str | os.PathLike) -> CalibrationSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{where}: not valid TOML ({e}). Fix: check the line it names") from None
-    for sec in set(raw) - {"calibration", "parameters", "target"}:
-        raise SpecError(f"{where}: unknown table [{sec}]"
-                        + _did_you_mean(sec, ("calibration", "parameters", "target")))
+    tables = ("calibration", "parameters", "target", "residual")
+    for sec in set(raw) - set(tables):
+        raise SpecError(f"{where}: unknown table [{sec}]" + _did_you_mean(sec, tables))
     cal = raw.get("calibration", {})
     for key in set(cal) - _KEYS:
         raise SpecError(f"{where}: unknown key [calibration] {key!r}" + _did_you_mean(key, _KEYS))
     if "card" not in cal:
         raise SpecError(f'{where}: [calibration] needs card. Fix: card = "sclc_triplet_tgi"')
     card = load_card(cal["card"])
+    residual = _residual(raw.get("residual"), card, where)
+    if residual:
+        card = _card_with_residual(card, residual)
     names, prior, logs = _parameters(raw, card, where)
     settings = _settings(cal, where)
     return CalibrationSpec(
         name=str(cal.get("name", path.stem)), card=card, names=names, prior=prior,
         log_scale=logs, targets=_targets(raw, where),
         seed=int(_number(cal.get("seed", 0), "seed", where, integer=True, lo=0)),
-        settings=settings, path=path.resolve(),
+        settings={**settings, "residual": residual}, path=path.resolve(),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         description=str(cal.get("description", "")))
+
+
+_RESIDUAL_KEYS = {"prop_sd", "add_sd", "source"}
+
+
+def _residual(table, card: Card, where: str) -> dict:
+    """The optional ``[residual]`` table: the scan measurement error the calibrated card uses
+    (``prop_sd``, ``add_sd`` in the card's size unit, and its ``source``), fixed, not fitted."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or set(table) - _RESIDUAL_KEYS or "source" not in table:
+        raise SpecError(f"{where}: [residual] takes prop_sd, add_sd and source (required); got "
+                        f"{sorted(table) if isinstance(table, dict) else table!r}")
+    if card.residual.get("type") != "combined2":
+        raise SpecError(f"{where}: [residual] changes a combined2 error; card {card.name} has "
+                        f"{card.residual.get('type')!r}. Fix: leave [residual] out")
+    out = {k: _number(table[k], k, f"{where}: [residual]", lo=0)
+           for k in ("prop_sd", "add_sd") if k in table}
+    if out.get("prop_sd", 1) == 0 and out.get("add_sd", 1) == 0:
+        raise SpecError(f"{where}: [residual] prop_sd and add_sd are both 0. Fix: keep a "
+                        "measurement error (e.g. prop_sd = 0.041, add_sd = 1.7)")
+    return {**out, "source": str(table["source"])}
+
+
+def _card_with_residual(card: Card, residual: dict) -> Card:
+    from copy import deepcopy
+
+    raw = deepcopy(card.raw)
+    raw["residual"].update(residual)
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    return Card(name=card.name, path=card.path, raw=raw, sha256=digest)
 
 
 _DEFAULTS = dict(particles=200, alpha=0.5, tolerance=0.5, min_acceptance=0.02,
@@ -388,7 +421,8 @@ def _with_settings(spec: CalibrationSpec, overrides: dict) -> CalibrationSpec:
     if not given:
         return spec
     merged = _settings({**spec.settings, **given}, "calibration settings")
-    return replace(spec, settings={**merged, "overrides": given})
+    return replace(spec, settings={**merged, "residual": spec.settings.get("residual", {}),
+                                   "overrides": given})
 
 
 def _fingerprint(spec: CalibrationSpec) -> str:
@@ -433,6 +467,7 @@ def _record(spec: CalibrationSpec, result, *, resumed: bool, seconds: float) -> 
         generations=len(result.generations) - 1, simulations=result.simulations,
         failures=result.failures, ess=result.ess(), stopped=result.stopped,
         resumed=resumed, seconds=round(seconds, 1), versions=versions(),
+        **{f"residual_{k}": v for k, v in (spec.settings.get("residual") or {}).items()},
         point="posterior mean on the unconstrained scale (geometric mean for log-normal)",
         values=point, targets=targets,
         posterior={r.parameter: dict(card=r.card, prior_median=r.prior_median, q5=r.q5,
@@ -454,7 +489,7 @@ def _write(spec: CalibrationSpec, out: Path, result, record: dict, card_out: Pat
     flat = {k: v for k, v in record.items() if k not in ("history", "values", "versions")}
     flat["versions"] = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     text = cf.card_text(spec.card.path.read_text(), spec.card.name, new_name,
-                        record["values"], flat)
+                        record["values"], flat, residual=spec.settings.get("residual") or {})
     _check_written_card(spec, text, record["values"])
     atomic_write_text(out / "card.toml", text)
     atomic_write_text(out / "report.md", report(spec, record))
@@ -472,6 +507,10 @@ def _plain(x):
 def _check_written_card(spec: CalibrationSpec, text: str, values: dict) -> None:
     """The card text reads back to exactly the calibrated values (a guard on the text edit)."""
     raw = tomllib.loads(text)
+    for key, v in (spec.settings.get("residual") or {}).items():
+        if raw["residual"][key] != v:
+            raise SpecError(f"internal: the calibrated card holds residual {key} = "
+                            f"{raw['residual'][key]!r}, not {v!r}")
     for name, v in values.items():
         got = (raw["iiv"][name[7:]]["omega2"] if name.startswith("omega2_")
                else raw["parameters"][name]["value"])

@@ -26,13 +26,26 @@ import numpy as np
 from ..errors import PkpdError
 from ..io import atomic_write_text
 
-__all__ = ["OUT_FILES", "check_out", "read_state", "write_state", "load_state", "remove_partial",
-           "card_text", "check_card_out"]
+__all__ = ["WRITTEN_BY", "is_calibration", "OUT_FILES", "check_out", "read_state",
+           "write_state", "load_state", "remove_partial", "card_text", "check_card_out"]
 
+#: the ``written_by`` of every calibration record (calibration.json, the card's table)
+WRITTEN_BY = "pkpd calibrate"
 #: every file a finished calibration folder may hold
 OUT_FILES = frozenset({"calibration.json", "particles.csv", "generations.csv", "check.csv",
                        "report.md", "card.toml"})
 _MARK = 'written_by = "pkpd calibrate"'
+
+
+def is_calibration(folder: Path) -> bool:
+    """Whether ``folder`` is a finished ``pkpd calibrate`` result."""
+    rec = Path(folder) / "calibration.json"
+    if not rec.is_file():
+        return False
+    try:
+        return json.loads(rec.read_text()).get("written_by") == WRITTEN_BY
+    except (ValueError, OSError):
+        return False
 
 
 def check_out(out: Path, written_by: str) -> None:
@@ -120,7 +133,7 @@ def _toml_value(v) -> str:
     return json.dumps(str(v))
 
 
-def _set_in_section(text: str, section: str, key: str, value: float, note: str) -> str:
+def _set_in_section(text: str, section: str, key: str, value, note: str) -> str:
     """Replace ``key = ...`` inside ``[section]`` (up to the next table header)."""
     head = re.search(rf"^\[{re.escape(section)}\]\s*$", text, re.M)
     if head is None:
@@ -128,15 +141,16 @@ def _set_in_section(text: str, section: str, key: str, value: float, note: str) 
     nxt = re.search(r"^\[", text[head.end():], re.M)
     end = head.end() + (nxt.start() if nxt else len(text) - head.end())
     body = text[head.end():end]
-    new, count = re.subn(rf"^{key}\s*=.*$", f"{key} = {value!r}  # {note}", body, count=1,
-                         flags=re.M)
+    shown = json.dumps(value) if isinstance(value, str) else repr(value)
+    new, count = re.subn(rf"^{key}\s*=.*$", lambda _m: f"{key} = {shown}  # {note}", body,
+                         count=1, flags=re.M)
     if count != 1:
         raise PkpdError(f"the base card's [{section}] has no {key} line to calibrate")
     return text[:head.end()] + new + text[end:]
 
 
 def card_text(base_text: str, base_name: str, new_name: str, values: dict[str, float],
-              record: dict) -> str:
+              record: dict, residual: dict | None = None) -> str:
     """The calibrated card: ``base_text`` with ``values`` (card names and ``omega2_NAME``), the
     name ``new_name`` and a ``[calibration]`` table holding ``record`` (flat keys, plus
     ``[calibration.targets.*]`` and ``[calibration.posterior.*]`` tables)."""
@@ -149,6 +163,12 @@ def card_text(base_text: str, base_name: str, new_name: str, values: dict[str, f
         else:
             text = _set_in_section(text, f"parameters.{name}", "value", float(v),
                                    f"calibrated ({record['method']}); {old} in {base_name}")
+    for key, v in (residual or {}).items():
+        if key == "source":
+            text = _set_in_section(text, "residual", "source", v, f"replaces {base_name}'s")
+        else:
+            text = _set_in_section(text, "residual", key, float(v),
+                                   f"scan error of the calibration; {base_name} differs")
     text = re.sub(r'^name\s*=\s*".*"$', f'name = "{new_name}"', text, count=1, flags=re.M)
     return text.rstrip() + "\n\n" + _record_toml(record) + "\n"
 

@@ -29,7 +29,11 @@ import pandas as pd
 from ..cards.card import Card, load_card
 from ..errors import SpecError
 
-__all__ = ["posterior_draws", "check_draws", "card_for_draw", "OMEGA2_PREFIX"]
+__all__ = ["posterior_draws", "check_draws", "card_for_draw", "OMEGA2_PREFIX",
+           "calibration_draws", "population_draws", "prior_draws", "with_prior", "N_DRAWS"]
+
+#: rows of a draws table made by resampling weighted particles or drawing from priors
+N_DRAWS = 1000
 
 #: column prefix of IIV variances in a table of population draws
 OMEGA2_PREFIX = "omega2_"
@@ -184,3 +188,69 @@ def card_for_draw(card: Card, row: pd.Series) -> Card:
     omega2 = {str(k)[len(OMEGA2_PREFIX):]: float(v) for k, v in row.items()
               if str(k).startswith(OMEGA2_PREFIX)}
     return card.with_values(values=values, omega2=omega2)
+
+
+def calibration_draws(path: str | os.PathLike, n: int = N_DRAWS) -> pd.DataFrame:
+    """The ABC posterior of a ``pkpd calibrate`` folder as ``n`` equally weighted rows:
+    its weighted particles (``particles.csv``) resampled systematically (no random numbers:
+    particle ``i`` appears about ``n * weight_i`` times). ``attrs["card"]`` is the folder's
+    calibrated card (``card.toml``), on which the rows are to be applied."""
+    from .calibration_files import is_calibration
+
+    path = Path(path)
+    if not is_calibration(path):
+        raise _not_a_fit(path, "no fit.json written by pkpd fit, and no calibration.json "
+                         "written by pkpd calibrate")
+    parts = pd.read_csv(path / "particles.csv")
+    w = parts["weight"].to_numpy(float)
+    cum = np.cumsum(w / w.sum())
+    idx = np.minimum(np.searchsorted(cum, (np.arange(n) + 0.5) / n), len(w) - 1)
+    out = parts.drop(columns=["weight", "distance"]).iloc[idx].reset_index(drop=True)
+    out.attrs.update(source=f"calibration {path}", card=str(path / "card.toml"))
+    return out
+
+
+def population_draws(path: str | os.PathLike, card: Card | str | None = None) -> pd.DataFrame:
+    """Population draws of a folder: a ``pkpd fit`` posterior (:func:`posterior_draws`) or a
+    ``pkpd calibrate`` ABC posterior (:func:`calibration_draws`)."""
+    from .calibration_files import is_calibration
+
+    if is_calibration(Path(path)):
+        return calibration_draws(path)
+    return posterior_draws(path, card)
+
+
+def prior_draws(card: Card | str, names, n: int = N_DRAWS, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows of the card's typical values with ``names`` drawn from the card's priors
+    (normal or log-normal), from ``SeedSequence([seed, 7])``: e.g. the synergy PSI, which no
+    published arm without anlotinib can inform."""
+    card = card if isinstance(card, Card) else load_card(card)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    out = pd.DataFrame({k: np.full(n, v) for k, v in card.typical_params().items()})
+    for name in names:
+        out[name] = _from_prior(card, name, rng, n)
+    out.attrs.update(source=f"card {card.name} with {', '.join(names)} from the prior")
+    return out
+
+
+def _from_prior(card: Card, name: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    pri = card.priors().get(name)
+    if pri is None or pri.get("dist") not in ("normal", "lognormal"):
+        raise SpecError(f"card {card.name} has no normal or log-normal prior on {name!r} "
+                        f"(got {pri!r}). Fix: give a parameter with a prior, e.g. PSI")
+    if pri["dist"] == "normal":
+        return rng.normal(float(pri["mean"]), float(pri["sd"]), n)
+    return float(pri["median"]) * np.exp(float(pri["sd_log"]) * rng.standard_normal(n))
+
+
+def with_prior(draws: pd.DataFrame, card: Card | str, names, seed: int = 0) -> pd.DataFrame:
+    """``draws`` with the columns ``names`` replaced by draws from the card's priors (one per
+    row, from ``SeedSequence([seed, 7])``)."""
+    card = card if isinstance(card, Card) else load_card(card)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    out = draws.copy()
+    for name in names:
+        out[name] = _from_prior(card, name, rng, len(out))
+    out.attrs.update(draws.attrs)
+    out.attrs["source"] = f"{draws.attrs.get('source', 'draws')}; {', '.join(names)} from the prior"
+    return out
