@@ -40,7 +40,7 @@ def _pairs(items, what: str) -> dict[str, float]:
     domain by the card."""
     import math
 
-    example = "CL=9.3" if what == "--param" else "WT=70"
+    example = {"--param": "CL=9.3", "--set": "PSI=0"}.get(what, "WT=70")
     out = {}
     for it in items or []:
         if "=" not in it:
@@ -287,6 +287,8 @@ def _trial_sources(a) -> dict:
     from .trial.sources import population_draws, prior_draws, with_prior
 
     out = {"card": a.card, "success": a.success}
+    if a.set_params:
+        out["params"] = _pairs(a.set_params, "--set")
     if a.posterior:
         draws = population_draws(a.posterior, a.card)
         if out["card"] is None and "card" in draws.attrs:
@@ -296,6 +298,31 @@ def _trial_sources(a) -> dict:
         card = out["card"] or _scenario_card(a)
         out["draws"] = (with_prior(out["draws"], card, a.prior, a.seed) if "draws" in out
                         else prior_draws(card, a.prior, seed=a.seed))
+    return out
+
+
+def _optimise_sources(a) -> dict:
+    """optimise keywords of --card, --posterior, --prior and --set, meant as for pkpd trial;
+    a posterior table gives --draws rows after a seeded shuffle (optimise.subsample_draws)."""
+    from .errors import SpecError
+    from .trial.optimise import subsample_draws
+    from .trial.sources import population_draws, prior_draws, with_prior
+
+    if not 1 <= a.draws <= 1000:
+        raise SpecError(f"draws = {a.draws} must be a whole number from 1 to 1,000. Fix: e.g. "
+                        "--draws 20")
+    out = {"card": a.card, "params": _pairs(a.set_params, "--set") if a.set_params else None}
+    draws = None
+    if a.posterior:
+        draws = population_draws(a.posterior, a.card)
+        if out["card"] is None and "card" in draws.attrs:
+            out["card"] = draws.attrs["card"]          # a calibration's own card
+        draws = subsample_draws(draws, a.draws, a.seed)
+    if a.prior:
+        card = out["card"] or _scenario_card(a)
+        draws = (with_prior(draws, card, a.prior, a.seed) if draws is not None
+                 else prior_draws(card, a.prior, n=a.draws, seed=a.seed))
+    out["draws_table"] = draws
     return out
 
 
@@ -329,7 +356,7 @@ def _cmd_optimise(a) -> int:
             raise SpecError(f"{flag} {text!r} must be LO,HI (two numbers). Fix: e.g. "
                             f"{flag} {'4,16' if flag == '--dose-bounds' else '7,21'}") from None
     res = optimise(a.scenario, objective=a.objective, n=a.n, draws=a.draws, seed=a.seed,
-                   dose_bounds_mg=bounds[0], on_days_bounds=bounds[1])
+                   dose_bounds_mg=bounds[0], on_days_bounds=bounds[1], **_optimise_sources(a))
     s = res.summary()
     if a.json:
         print(json.dumps(s))
@@ -338,6 +365,8 @@ def _cmd_optimise(a) -> int:
     u = s["unit"]
     print(f"{s['scenario']}: objective {s['objective']} ({u}), {s['n']} patients x "
           f"{s['draws']} population draws, seed {s['seed']}")
+    print(f"  card {s['card']}; population: {s['population_source']}"
+          + "".join(f"; {k} = {v:g}" for k, v in s["params"].items()))
     print(f"  start    {st['dose_mg']:g} mg, {st['on_days']:g} on-days: {st['objective']:.4g}; "
           f"mean Cmax {st['cmax_ng_ml']:.4g} ng/mL (the limit)")
     print(f"  optimum  {op['dose_mg']:.3g} mg, {op['on_days']:.3g} on-days: "
@@ -643,6 +672,9 @@ def _add_sources(p) -> None:
                    "from this fit's posterior (fits/NAME, written by pkpd fit) or this "
                    "calibration's ABC posterior (written by pkpd calibrate; its card.toml is "
                    "the card unless --card is given)")
+    p.add_argument("--set", metavar="NAME=VALUE", action="append", dest="set_params",
+                   help="fix a tumour-card typical value in every replicate (repeatable), e.g. "
+                   "--set PSI=0 (no synergy); applied after --posterior and --prior")
     p.add_argument("--prior", metavar="PARAMETER", action="append",
                    help="draw this card parameter from its prior in each replicate "
                    "(repeatable), e.g. --prior PSI for the synergy no CASPIAN arm informs")
@@ -680,13 +712,27 @@ def _add_optimise(sub) -> None:
                    help="pfs (restricted mean PFS, months) or depth (mean shrinkage, %%)")
     o.add_argument("--n", type=int, default=200, help="virtual patients (fixed, shared)")
     o.add_argument("--draws", type=int, default=20,
-                   help="population draws (typical values, PSI from its prior)")
+                   help="population draws (default: the card's typical values, PSI from its "
+                   "prior); with --posterior the first N rows of the posterior after a shuffle "
+                   "seeded by --seed")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--dose-bounds", default="4,16", metavar="LO,HI",
                    help="daily dose bounds (mg)")
     o.add_argument("--day-bounds", default="7,21", metavar="LO,HI",
                    help="on-days per cycle bounds")
     o.add_argument("--json", action="store_true", help="print one JSON object")
+    o.add_argument("--card", metavar="NAME_OR_PATH",
+                   help="tumour card in place of the scenario's (e.g. a calibrated card)")
+    o.add_argument("--posterior", metavar="FOLDER",
+                   help="population draws from this fit's posterior (pkpd fit) or "
+                   "calibration's ABC posterior (pkpd calibrate; its card.toml is the card "
+                   "unless --card is given), IIV variances included")
+    o.add_argument("--prior", metavar="PARAMETER", action="append",
+                   help="draw this card parameter from its prior in each draw (repeatable), "
+                   "e.g. --prior PSI")
+    o.add_argument("--set", metavar="NAME=VALUE", action="append", dest="set_params",
+                   help="fix a tumour-card typical value in every draw (repeatable), e.g. "
+                   "--set PSI=0; applied after --posterior and --prior")
     o.set_defaults(func=_cmd_optimise)
 
 

@@ -203,3 +203,26 @@ def test_cli_trial_with_a_calibration_posterior_and_the_psi_prior(tiny_run):
     assert "calibration" in out["population_source"] and "PSI from the prior" in \
         out["population_source"]
     assert 0 <= out["orr_confirmed"] <= 1
+
+
+def test_cli_set_and_prior_build_the_run_keywords():
+    from pkpd.cli import _trial_sources, build_parser
+
+    a = build_parser().parse_args(["compare", "triplet", "ep", "--set", "PSI=0", "--prior",
+                                   "KIO", "--seed", "5"])
+    kw = _trial_sources(a)
+    assert kw["params"] == {"PSI": 0.0}
+    assert len(kw["draws"]) == 1000 and kw["draws"]["KIO"].std() > 0
+    assert kw["draws"].attrs["source"].endswith("KIO from the prior")
+    with pytest.raises(PkpdError, match=r"--set 'PSI' is not NAME=VALUE"):
+        _trial_sources(build_parser().parse_args(["trial", "--scenario", "ep", "--set", "PSI"]))
+
+
+def test_compare_applies_fixed_values_in_every_arm():
+    from pkpd.trial.comparison import compare
+
+    c = compare(["ep", "durvalumab_ep"], n=20, replicates=1, seed=2, params={"KG": 0.05})
+    for res in c.results.values():
+        assert res.meta["params"] == {"KG": 0.05}
+        # growth 0.05/day outruns every kill: progression at the first scan for nearly all
+        assert res.endpoints["median_pfs_months"].iloc[0] < 2.0

@@ -14,7 +14,7 @@ from pkpd.trial.design import (
 )
 
 #: the scenario names issue 15 asks for
-NAMES = ["durvalumab_ep", "durvalumab_ep_anlotinib_maintenance", "ep", "triplet",
+NAMES = ["anlotinib_ep", "durvalumab_ep", "durvalumab_ep_anlotinib_maintenance", "ep", "triplet",
          "triplet_anlotinib_10mg", "triplet_anlotinib_continuous",
          "triplet_durvalumab_q3w_maintenance"]
 

@@ -150,7 +150,7 @@ def _success(results, rules, level, run_control) -> tuple[pd.DataFrame | None, d
 
 def compare(scenarios, *, n: int | None = None, replicates: int = 20, seed: int = 0,
             level: float = 0.90, card=None, draws: pd.DataFrame | None = None, success=None,
-            progress: bool = False, dask=None) -> Comparison:
+            params: dict | None = None, progress: bool = False, dask=None) -> Comparison:
     """Run each scenario with the same seed (common random numbers) and compare them.
 
     ``n``: patients per arm and replicate (default: each scenario's own ``n``; give one value
@@ -159,8 +159,9 @@ def compare(scenarios, *, n: int | None = None, replicates: int = 20, seed: int 
     :func:`pkpd.trial.sources.posterior_draws`), replicate ``r`` of every arm uses the same row.
     ``success``: rules such as ``"orr_confirmed >= 0.75"`` or ``"hr_pfs < 0.7 vs ep"``
     (independent patients for ``vs`` rules, see the module docstring); the table is in
-    ``.success``. ``dask``: a ``distributed.Client`` or scheduler address to run the
-    replicates on (same numbers as in this process)."""
+    ``.success``. ``params``: typical values fixed in every arm and replicate (e.g.
+    ``{"PSI": 0.0}``), applied after ``draws``. ``dask``: a ``distributed.Client`` or
+    scheduler address to run the replicates on (same numbers as in this process)."""
     from .success import parse_rules
 
     names = [str(s) for s in scenarios]
@@ -178,8 +179,8 @@ def compare(scenarios, *, n: int | None = None, replicates: int = 20, seed: int 
         if len(set(sizes.values())) > 1:
             raise SpecError(f"the arms have different sizes {sizes}, so they cannot share "
                             "their patients. Fix: pass one n for all arms (--n)")
-    kw = dict(n=n, replicates=replicates, seed=seed, card=card, draws=draws, progress=progress,
-              dask=dask)
+    kw = dict(n=n, replicates=replicates, seed=seed, card=card, draws=draws, params=params,
+              progress=progress, dask=dask)
     results = {s: run_trial(s, **kw) for s in names}
     table, succ = _success(results, rules, level,
                            lambda c: run_trial(c, stream=control_stream(c), **kw))
