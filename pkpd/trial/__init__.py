@@ -17,7 +17,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "success": ("Rule", "parse_rule", "parse_rules", "wilson_interval", "COMPARATIVE",
                 "success_rows", "success_frame", "SUCCESS_COLUMNS", "FRACTIONS"),
     "optimise": ("OptimisationResult", "build_problem", "Problem", "on_day_weights",
-                 "OBJECTIVES", "CAPSULES_MG"),
+                 "OBJECTIVES", "CAPSULES_MG", "subsample_draws"),
     "abc": ("GaussianPrior", "AbcResult", "abc_smc"),
     "calibrate": ("CalibrationSpec", "Target", "load_calibration",
                   "simulate_targets", "check_card", "posterior_table", "posterior_summary"),

@@ -25,11 +25,16 @@ Objective (maximised; the mean over a fixed set of virtual patients and over pop
 * ``"depth"``: mean depth of response (% shrinkage from baseline, positive = shrinkage) from a
   soft minimum of ``log(y_t / BASE)`` over the grid (temperature ``DEPTH_TEMP``).
 
-Patients and draws: ``n`` virtual patients (covariates from the scenario's population, PK and
-tumour IIV from the cards) are drawn once with a fixed seed and reused for every schedule and
-every population draw (common random numbers). Population draws: by default the tumour card's
-typical values with ``PSI`` drawn from its prior; or a user table, one row per draw, columns named
-as the card's parameters (missing columns take the typical value).
+Patients and draws: ``n`` virtual patients (covariates from the scenario's population, PK IIV
+from the PK cards, and standard-normal tumour draws ``z``) are drawn once with a fixed seed and
+reused for every schedule and every population draw (common random numbers). The tumour card is
+the scenario's, or ``card=`` (e.g. a calibrated card). Population draws: by default the card's
+typical values with ``PSI`` drawn from its prior; or a table, one row per draw, with columns
+named as the card's parameters (typical values) and ``omega2_NAME`` (IIV variances); missing
+columns take the card's values (e.g. :func:`pkpd.trial.sources.population_draws` of a fit or a
+calibration, subsampled by :func:`subsample_draws`). Draw ``d``'s patient etas are
+``L_d z`` with ``L_d`` the Cholesky factor of its Omega: ``z * sqrt(omega2_d)`` for a diagonal
+Omega, so an ``omega2`` of 0 gives every patient the typical value.
 
 Constraint: the mean over patients of each patient's anlotinib Cmax (the maximum of the
 concentration on an hourly grid over the first ``CMAX_CYCLES`` cycles, where the periodic peak is
@@ -57,10 +62,11 @@ from ..tumour import combination as cm
 from ..tumour.drivers import DoseInputs, dose_amounts_per_patient, grid_means
 from .design import Scenario, load_scenario
 from .population import Population
+from .sources import OMEGA2_PREFIX, check_draws
 
 __all__ = ["optimise", "OptimisationResult", "OBJECTIVES", "CAPSULES_MG", "on_day_weights",
-           "build_problem", "Problem", "DOSE_LIMITS_MG", "TAU_DAY", "RATE_PER_DAY", "EPS_LOG",
-           "EPS_MM", "DEPTH_TEMP", "CMAX_CYCLES"]
+           "build_problem", "Problem", "subsample_draws", "DOSE_LIMITS_MG", "TAU_DAY",
+           "RATE_PER_DAY", "EPS_LOG", "EPS_MM", "DEPTH_TEMP", "CMAX_CYCLES"]
 
 #: objectives (both are maximised)
 OBJECTIVES = ("pfs", "depth")
@@ -115,7 +121,9 @@ def _depth_pct(logy, log_base, temp=DEPTH_TEMP):
 class Problem:
     """The optimisation problem of one scenario with fixed patients and draws (see the module
     docstring). ``value(d, k, tau)`` returns the objective per draw ``(draws,)``;
-    ``cmax(d, k, tau)`` the mean over patients of the exact Cmax (ng/mL)."""
+    ``cmax(d, k, tau)`` the mean over patients of the exact Cmax (ng/mL). ``draws`` holds the
+    population draws (typical values and ``omega2_NAME``), ``card`` the tumour card and
+    ``tumour_params`` the patients' tumour parameters ``{name: (draws, n)}``."""
 
     scenario: Scenario
     objective: str
@@ -126,6 +134,8 @@ class Problem:
     horizon_days: float
     _value: object = field(repr=False, default=None)
     _cmax: object = field(repr=False, default=None)
+    card: Card | None = field(repr=False, default=None)
+    tumour_params: dict = field(repr=False, default_factory=dict)
 
     def value(self, d: float, k: float, tau: float = TAU_DAY) -> np.ndarray:
         return np.asarray(self._value(jnp.array([d, k], float), tau))
@@ -174,28 +184,95 @@ def _default_draws(card: Card, draws: int, rng: np.random.Generator) -> pd.DataF
 
 
 def _draws_table(card: Card, table) -> pd.DataFrame:
-    """A user table of population draws, completed with the card's typical values."""
+    """A user table of population draws (card parameter names and ``omega2_NAME`` IIV
+    variances; strict about other columns), completed with the card's typical values and
+    IIV variances."""
     df = pd.DataFrame(table).reset_index(drop=True)
-    unknown = [c for c in df.columns if c not in cm.PARAMETERS]
-    if unknown:
-        raise SpecError(f"draws table: unknown columns {unknown}. Fix: name columns after the "
-                        f"card's parameters {list(cm.PARAMETERS)}")
     if df.empty:
         raise SpecError("draws table has no rows. Fix: one row per population draw")
+    check_draws(df, card)
     typ = card.typical_params()
+    unknown = [c for c in df.columns if not str(c).startswith(OMEGA2_PREFIX) and c not in typ]
+    if unknown:
+        raise SpecError(f"draws table: columns {unknown} are not parameters of the tumour model "
+                        f"{list(cm.PARAMETERS)}. Fix: drop them")
     out = pd.DataFrame({k: (df[k].to_numpy(float) if k in df else np.full(len(df), v))
                         for k, v in typ.items()})
+    om = np.diag(card.omega())
+    for i, name in enumerate(card.iiv_names):
+        col = OMEGA2_PREFIX + name
+        v = df[col].to_numpy(float) if col in df else np.full(len(df), om[i])
+        bad = np.flatnonzero(v < 0)
+        if bad.size:
+            raise SpecError(f"draws table, row {bad[0]}: {col} = {v[bad[0]]:g} is a variance "
+                            "and cannot be negative. Fix: drop or correct that draw")
+        out[col] = v
     cm.check_params({k: out[k].to_numpy() for k in cm.PARAMETERS}, "draws table")
+    out.attrs.update(getattr(table, "attrs", {}))
+    return out
+
+
+def subsample_draws(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """The first ``n`` rows of ``table`` after a random permutation from
+    ``SeedSequence([seed, 11])`` (all rows, shuffled, when ``n >= len(table)``): a
+    deterministic subsample of a posterior table whose rows may be ordered (chains, or
+    systematically resampled particles in particle order). ``attrs`` are kept and
+    ``attrs["rows"]`` lists the rows taken."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise SpecError(f"draws = {n!r} must be a whole number >= 1. Fix: e.g. --draws 20")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
+    rows = rng.permutation(len(table))[:n]
+    out = table.iloc[rows].reset_index(drop=True)
+    out.attrs.update(table.attrs)
+    out.attrs["rows"] = [int(r) for r in rows]
+    return out
+
+
+def _with_params(card: Card, dr: pd.DataFrame, params) -> pd.DataFrame:
+    """``dr`` with typical values fixed in every draw (``params``: {card parameter: value})."""
+    for k, v in (params or {}).items():
+        if k not in dr.columns or str(k).startswith(OMEGA2_PREFIX):
+            raise SpecError(f"params (--set): {k!r} is not a parameter of card {card.name}. "
+                            f"Fix: use one of {', '.join(card.typical_params())}")
+        if isinstance(v, bool) or not np.isscalar(v) or not np.isfinite(float(v)):
+            raise SpecError(f"params (--set): {k} = {v!r} is not a finite number. Fix: e.g. "
+                            "PSI=0")
+        dr[k] = float(v)
+    cm.check_params({k: dr[k].to_numpy() for k in cm.PARAMETERS}, "draws with params")
+    return dr
+
+
+def _eta_draws(card: Card, dr: pd.DataFrame, z: np.ndarray) -> np.ndarray:
+    """Patient etas ``(draws, n, n_iiv)`` from the shared standard normals ``z`` ``(n, n_iiv)``
+    (common random numbers): ``eta = L_d z`` with ``L_d`` the Cholesky factor of draw ``d``'s
+    Omega; for a diagonal Omega ``eta = z * sqrt(omega2_d)``."""
+    names = card.iiv_names
+    om2 = np.stack([dr[OMEGA2_PREFIX + nm].to_numpy(float) for nm in names], axis=1)
+    base = card.omega()
+    if np.count_nonzero(base - np.diag(np.diag(base))) == 0:
+        return z[None, :, :] * np.sqrt(om2)[:, None, :]
+    out = np.empty((len(dr), *z.shape))
+    for d in range(len(dr)):
+        omega = card.with_values(omega2=dict(zip(names, om2[d], strict=True))).omega()
+        try:
+            chol = np.linalg.cholesky(omega)
+        except np.linalg.LinAlgError:
+            raise SpecError(f"card {card.name}, population draw {d}: Omega with the draw's IIV "
+                            f"variances {dict(zip(names, om2[d].round(6).tolist(), strict=True))}"
+                            " and the card's IIV correlations is not positive definite. Fix: "
+                            "give positive variances to correlated IIVs") from None
+        out[d] = z @ chol.T
     return out
 
 
 def _tumour_params(card: Card, draws: pd.DataFrame, n: int, rng) -> dict[str, np.ndarray]:
-    """Tumour parameters ``(draws, n)``: each draw's typical values with the same patient
-    etas (common random numbers)."""
+    """Tumour parameters ``(draws, n)``: each draw's typical values and IIV variances applied
+    to the same standard-normal patient draws (common random numbers, :func:`_eta_draws`)."""
     names = card.iiv_names
-    etas = rng.multivariate_normal(np.zeros(len(names)), card.omega(), size=n)
+    z = rng.standard_normal((n, len(names)))
+    eta = _eta_draws(card, draws, z)
     typ = {k: draws[k].to_numpy(float)[:, None] * np.ones((1, n)) for k in cm.PARAMETERS}
-    tp = card.apply_eta(typ, {nm: etas[None, :, i] for i, nm in enumerate(names)})
+    tp = card.apply_eta(typ, {nm: eta[:, :, i] for i, nm in enumerate(names)})
     cm.check_params({k: np.ravel(v) for k, v in tp.items()}, f"card {card.name} draws")
     return {k: np.asarray(tp[k], float) for k in cm.PARAMETERS}
 
@@ -263,30 +340,45 @@ def _check_bounds(dose_bounds, day_bounds, start, cycle_days: int) -> tuple:
     return np.array([dlo, klo]), np.array([dhi, khi])
 
 
+def _load_tumour_card(sc: Scenario, card) -> Card:
+    """The scenario's tumour card, or ``card`` (a Card, a name or a path) in its place."""
+    if card is None:
+        return load_card(sc.model)
+    card = card if isinstance(card, Card) else load_card(card)
+    if card.kind != "tumor" or "anlotinib" not in card.drivers:
+        raise SpecError(f"card {card.name} is not a tumour card with an anlotinib driver (kind "
+                        f"{card.kind!r}, drivers {sorted(card.drivers)}). "
+                        f"Fix: give a tumour card such as {sc.model} or a calibration of it")
+    return card
+
+
 def build_problem(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n: int = 200,
-                  draws: int = 20, seed: int = 0, draws_table=None) -> Problem:
-    """The fixed patients, draws and jitted objective/Cmax functions of :func:`optimise`."""
+                  draws: int = 20, seed: int = 0, draws_table=None, card=None,
+                  params: dict | None = None) -> Problem:
+    """The fixed patients, draws and jitted objective/Cmax functions of :func:`optimise`
+    (arguments as there)."""
     _check_scalars(objective, n, draws, seed)
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     d0, k0, cycle = _anlotinib_schedule(sc)
-    card = load_card(sc.model)
+    card = _load_tumour_card(sc, card)
     step = float(card.structure.get("grid_step_day", 1.0))
     if step != 1.0:
         raise SpecError(f"card {card.name}: grid_step_day = {step:g}; optimise needs a 1-day "
                         "grid (one dose per grid day). Fix: use grid_step_day = 1")
     n_steps = int(math.ceil(sc.days / step))
     pop_ss, pk_ss, eta_ss, draw_ss = np.random.SeedSequence(int(seed)).spawn(4)
+    dr = _with_params(card, _draws_table(card, draws_table if draws_table is not None else
+                                         _default_draws(card, draws, np.random.default_rng(
+                                             draw_ss))), params)
+    tp = _tumour_params(card, dr, n, np.random.default_rng(eta_ss))
     table = Population.load(sc.population).draw(n, np.random.default_rng(pop_ss))
     pk_rng = np.random.default_rng(pk_ss)
     fixed = _fixed_signals(sc, card, table, n_steps, step, pk_rng)
     anl = load_card(card.drivers["anlotinib"]["card"])
     pk = {k: jnp.asarray(v) for k, v in anl.sample_params(n, pk_rng, _numeric(table)).items()}
-    dr = (_draws_table(card, draws_table) if draws_table is not None
-          else _default_draws(card, draws, np.random.default_rng(draw_ss)))
-    tp = {k: jnp.asarray(v) for k, v in _tumour_params(card, dr, n, np.random.default_rng(
-        eta_ss)).items()}
-    value, cmax = _functions(anl, pk, tp, fixed, objective, n_steps, step, cycle)
-    return Problem(sc, objective, n, dr, cycle, (d0, k0), float(sc.days), value, cmax)
+    value, cmax = _functions(anl, pk, {k: jnp.asarray(v) for k, v in tp.items()}, fixed,
+                             objective, n_steps, step, cycle)
+    return Problem(sc, objective, n, dr, cycle, (d0, k0), float(sc.days), value, cmax, card, tp)
 
 
 def _functions(anl: Card, pk: dict, tp: dict, fixed: dict, objective: str, n_steps: int,
@@ -417,8 +509,9 @@ def _practical(pr: Problem, x, cref_exact: float, value_start: np.ndarray):
 
 
 def optimise(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n: int = 200,
-             draws: int = 20, seed: int = 0, draws_table=None,
-             dose_bounds_mg=(4.0, 16.0), on_days_bounds=(7.0, 21.0), tau: float = TAU_DAY,
+             draws: int = 20, seed: int = 0, draws_table=None, card=None,
+             params: dict | None = None, dose_bounds_mg=(4.0, 16.0),
+             on_days_bounds=(7.0, 21.0), tau: float = TAU_DAY,
              max_iter: int = 30) -> OptimisationResult:
     """Find the anlotinib daily dose (mg) and on-days per cycle that maximise ``objective``
     under the mean-Cmax constraint, starting from the scenario's anlotinib regimen.
@@ -431,7 +524,15 @@ def optimise(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n:
         (mean depth of response, %); see the module docstring for the smooth surrogates.
     n : virtual patients (fixed, common random numbers across schedules and draws).
     draws : population draws (typical values, PSI from its prior); ignored with
-        ``draws_table`` (a DataFrame, one row per draw, columns = tumour card parameters).
+        ``draws_table``: a DataFrame, one row per draw, columns named as the tumour card's
+        parameters (typical values) and ``omega2_NAME`` (IIV variances; each draw's patients
+        are the shared standard-normal draws scaled by that draw's Omega), e.g.
+        :func:`pkpd.trial.sources.population_draws` subsampled by :func:`subsample_draws`.
+        Missing columns take the card's values.
+    card : a tumour card (:class:`~pkpd.cards.Card`, name or path) in place of the
+        scenario's, e.g. a calibrated card; it also gives the anlotinib, durvalumab and
+        chemotherapy PK cards (its drivers).
+    params : typical values fixed in every draw, e.g. ``{"PSI": 0.0}`` (after the draws).
     dose_bounds_mg, on_days_bounds : box bounds of ``(d, k)``; the start must lie inside.
     tau : steepness of the on/off relaxation (days).
     max_iter : SLSQP iterations.
@@ -450,7 +551,7 @@ def optimise(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n:
     if isinstance(tau, bool) or not (isinstance(tau, int | float) and 0.05 <= tau <= 2.0):
         raise SpecError(f"tau = {tau!r} day must be from 0.05 to 2. Fix: e.g. tau=0.3")
     pr = build_problem(sc, objective=objective, n=n, draws=draws, seed=seed,
-                       draws_table=draws_table)
+                       draws_table=draws_table, card=card, params=params)
     cref = pr.cmax(*pr.start, tau)
     x, res = _slsqp(pr, lo, hi, cref, tau, max_iter)
     v0, v1 = pr.value(*pr.start, tau), pr.value(*x, tau)
@@ -459,6 +560,8 @@ def optimise(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n:
     practical, diffs = _practical(pr, x, cref_exact, exact0)
     per = pr.draws[["PSI"]].copy()
     per.insert(0, "draw", np.arange(len(per)))
+    if len(pr.draws.attrs.get("rows", ())) == len(per):   # rows of the source table
+        per.insert(1, "source_row", pr.draws.attrs["rows"])
     per["start"], per["optimum"], per["difference"] = v0, v1, v1 - v0
     out = OptimisationResult(objective, {}, {}, per, practical)
     best = out.best_practical()
@@ -470,7 +573,13 @@ def optimise(scenario: Scenario | str = "triplet", *, objective: str = "pfs", n:
     out.optimum = {"dose_mg": float(x[0]), "on_days": float(x[1]),
                    "objective": float(v1.mean()), "cmax_ng_ml": cmax_opt,
                    "cmax_limit_ng_ml": cref, "constraint_ok": bool(cmax_opt <= cref)}
-    out.meta = {"scenario": pr.scenario.name, "n": int(n), "draws": int(len(pr.draws)),
+    source = pr.draws.attrs.get("source", "draws table" if draws_table is not None else
+                                f"card {pr.card.name} typical values, PSI from its prior")
+    out.meta = {"scenario": pr.scenario.name, "card": pr.card.name,
+                "card_path": str(pr.card.path or ""), "population_source": source,
+                "params": {k: float(v) for k, v in (params or {}).items()},
+                **({"source_rows": per["source_row"].tolist()} if "source_row" in per else {}),
+                "n": int(n), "draws": int(len(pr.draws)),
                 "seed": int(seed), "cycle_days": pr.cycle_days, "tau_day": float(tau),
                 "unit": "months" if objective == "pfs" else "% shrinkage",
                 "dose_bounds_mg": [lo[0].item(), hi[0].item()],
