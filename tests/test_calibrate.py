@@ -111,7 +111,7 @@ def test_a_run_writes_its_record_particles_and_a_loadable_card(tiny_run):
     out = d / "tiny"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["calibration.json", "particles.csv", "generations.csv", "check.csv", "report.md",
-         "card.toml"])
+         "card.toml", "candidates.csv"])
     assert not (d / ".tiny.partial").exists()         # the checkpoint is gone once finished
     saved = json.loads((out / "calibration.json").read_text())
     assert saved["written_by"] == "pkpd calibrate" and saved["seed"] == 4
@@ -226,3 +226,15 @@ def test_compare_applies_fixed_values_in_every_arm():
         assert res.meta["params"] == {"KG": 0.05}
         # growth 0.05/day outruns every kill: progression at the first scan for nearly all
         assert res.endpoints["median_pfs_months"].iloc[0] < 2.0
+
+
+def test_the_card_takes_the_candidate_closest_at_large_n(tiny_run):
+    import pandas as pd
+
+    d, rec = tiny_run
+    c = pd.read_csv(d / "tiny" / "candidates.csv")
+    assert c["candidate"].iloc[0] == "posterior mean"
+    assert len(c) == 1 + 6            # the posterior mean and all six particles (30 > 6)
+    best = c.loc[c["large_n_distance"].idxmin()]
+    assert rec["values"]["KIO"] == pytest.approx(best["KIO"], rel=1e-12)
+    assert rec["point"].startswith(best["candidate"])

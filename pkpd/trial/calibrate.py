@@ -267,7 +267,11 @@ def _card_with_residual(card: Card, residual: dict) -> Card:
 
 
 _DEFAULTS = dict(particles=200, alpha=0.5, tolerance=0.5, min_acceptance=0.02,
-                 max_generations=12, max_simulations=6000, check_n=2000, check_replicates=5)
+                 max_generations=12, max_simulations=6000, check_n=2000, check_replicates=5,
+                 point_candidates=30)
+#: the settings that change the ABC-SMC run (a checkpoint is resumed only when they match)
+_ABC_SETTINGS = ("particles", "alpha", "tolerance", "min_acceptance", "max_generations",
+                 "max_simulations")
 
 
 def _settings(cal: dict, where: str) -> dict:
@@ -340,11 +344,12 @@ def posterior_table(spec: CalibrationSpec, result) -> pd.DataFrame:
     return df
 
 
-def posterior_summary(spec: CalibrationSpec, result) -> pd.DataFrame:
-    """Each parameter: prior median, posterior 5/50/95% (weighted) and the point value the
-    calibrated card takes (the posterior mean on the unconstrained scale)."""
+def posterior_summary(spec: CalibrationSpec, result, point: dict | None = None) -> pd.DataFrame:
+    """Each parameter: prior median, posterior 5/50/95% (weighted) and the value the
+    calibrated card takes (``point``; default the posterior mean on the unconstrained
+    scale)."""
     q = result.weighted_quantile([0.05, 0.5, 0.95])
-    point = spec.values(result.mean())
+    point = point or spec.values(result.mean())
     rows = []
     for name in spec.names:
         nat = [spec.values(q[i])[name] for i in range(3)]
@@ -426,9 +431,17 @@ def _with_settings(spec: CalibrationSpec, overrides: dict) -> CalibrationSpec:
 
 
 def _fingerprint(spec: CalibrationSpec) -> str:
-    blob = json.dumps([spec.sha256, spec.card.sha256, spec.settings], sort_keys=True,
-                      default=str)
+    """What the ABC-SMC run depends on: the spec's parameters, priors, targets and seed (its
+    file hash, less the settings that only affect the check), the card and the ABC settings."""
+    abc = {k: spec.settings[k] for k in _ABC_SETTINGS}
+    body = _spec_body(spec)
+    blob = json.dumps([body, spec.card.sha256, abc], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _spec_body(spec: CalibrationSpec) -> list:
+    return [spec.names, spec.prior.mean.tolist(), spec.prior.sd.tolist(), spec.log_scale,
+            [(t.label, t.value, t.scale, t.n) for t in spec.targets], spec.seed]
 
 
 def _progress_printer(spec: CalibrationSpec, t0: float):
@@ -443,14 +456,36 @@ def _progress_printer(spec: CalibrationSpec, t0: float):
     return show
 
 
+def choose_point(spec: CalibrationSpec, result) -> tuple[dict, pd.DataFrame]:
+    """The calibrated card's values: among the posterior mean (on the unconstrained scale) and
+    the ``point_candidates`` final particles closest to the targets in the ABC run, the one
+    whose endpoints with ``check_n`` patients per arm (one replicate, the spec's seed, the same
+    patients for every candidate) are closest to the targets. The ABC distances come from
+    trials of the published N; this picks, within the posterior, the values that reproduce the
+    targets when the trial is large. Returns the values and the table of candidates."""
+    s = spec.settings
+    order = np.argsort(result.distances)[: s["point_candidates"]]
+    cands = [("posterior mean", result.mean())] + [(f"particle {i}", result.z[i])
+                                                   for i in order]
+    rows = []
+    for label, z in cands:
+        sim = simulate_targets(spec, spec.values(z), seed=spec.seed, n=s["check_n"])
+        rows.append(dict(candidate=label, large_n_distance=distance(spec, sim["simulated"]),
+                         **spec.values(z),
+                         **{t.label: v for t, v in zip(spec.targets, sim["simulated"])}))
+    table = pd.DataFrame(rows)
+    best = int(np.argmin(table["large_n_distance"].to_numpy()))
+    return spec.values(cands[best][1]), table
+
+
 def _record(spec: CalibrationSpec, result, *, resumed: bool, seconds: float) -> dict:
     from ..fit.run import versions
 
-    point = spec.values(result.mean())
+    point, cands = choose_point(spec, result)
     s = spec.settings
     check = check_card(spec, point, seed=spec.seed, n=s["check_n"],
                        replicates=s["check_replicates"])
-    post = posterior_summary(spec, result)
+    post = posterior_summary(spec, result, point)
     targets = {}
     for t, row in zip(spec.targets, check.itertuples()):
         targets[t.label] = dict(scenario=t.scenario, endpoint=t.endpoint, value=t.value,
@@ -468,8 +503,10 @@ def _record(spec: CalibrationSpec, result, *, resumed: bool, seconds: float) -> 
         failures=result.failures, ess=result.ess(), stopped=result.stopped,
         resumed=resumed, seconds=round(seconds, 1), versions=versions(),
         **{f"residual_{k}": v for k, v in (spec.settings.get("residual") or {}).items()},
-        point="posterior mean on the unconstrained scale (geometric mean for log-normal)",
-        values=point, targets=targets,
+        point=f"{cands.loc[cands['large_n_distance'].idxmin(), 'candidate']}: the closest to "
+        f"the targets with {s['check_n']} patients per arm among the posterior mean and the "
+        f"{len(cands) - 1} best final particles",
+        values=point, targets=targets, candidates=cands.to_dict("records"),
         posterior={r.parameter: dict(card=r.card, prior_median=r.prior_median, q5=r.q5,
                                      median=r.median, q95=r.q95, calibrated=r.calibrated)
                    for r in post.itertuples()},
@@ -483,10 +520,12 @@ def _write(spec: CalibrationSpec, out: Path, result, record: dict, card_out: Pat
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(posterior_table(spec, result), out / "particles.csv")
     atomic_write_csv(pd.DataFrame(result.generations), out / "generations.csv")
+    atomic_write_csv(pd.DataFrame(record["candidates"]), out / "candidates.csv")
     atomic_write_csv(pd.DataFrame(record["targets"]).T.rename_axis("target").reset_index(),
                      out / "check.csv")
     new_name = Path(card_out).stem if card_out is not None else f"{spec.card.name}_calibrated"
-    flat = {k: v for k, v in record.items() if k not in ("history", "values", "versions")}
+    flat = {k: v for k, v in record.items()
+            if k not in ("history", "values", "versions", "candidates")}
     flat["versions"] = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
     text = cf.card_text(spec.card.path.read_text(), spec.card.name, new_name,
                         record["values"], flat, residual=spec.settings.get("residual") or {})
@@ -540,6 +579,14 @@ def report(spec: CalibrationSpec, record: dict) -> str:
     for name, p in record["posterior"].items():
         lines.append(f"| {name} | {p['card']:.4g} | {p['prior_median']:.4g} | {p['q5']:.4g} | "
                      f"{p['median']:.4g} | {p['q95']:.4g} | {p['calibrated']:.4g} |")
+    cands = pd.DataFrame(record["candidates"]).sort_values("large_n_distance").head(5)
+    lines += ["", f"## Choice of the card's values ({record['point']})", "",
+              "| candidate | distance at large N | " + " | ".join(spec.names) + " |",
+              "|---|---|" + "---|" * len(spec.names)]
+    for r in cands.itertuples(index=False):
+        d = r._asdict()
+        lines.append(f"| {d['candidate']} | {d['large_n_distance']:.3f} | "
+                     + " | ".join(f"{d[n]:.4g}" for n in spec.names) + " |")
     lines += ["", "## Generations", "", "| generation | tolerance | acceptance | ESS |",
               "|---|---|---|---|"]
     for g in record["history"]:

@@ -5,7 +5,8 @@ A calibration run writes, for a spec ``fits/NAME.toml``:
 - ``OUT/`` (default ``fits/NAME/``): ``calibration.json`` (the record: spec and card hashes,
   seeds, versions, settings, generations, stopping reason, failures, posterior summary, the
   targets and the values the calibrated card achieves), ``particles.csv``, ``generations.csv``,
-  ``check.csv``, ``report.md`` and ``card.toml``. Each file is written atomically, and the
+  ``check.csv``, ``candidates.csv`` (the candidate values for the card and their distances),
+  ``report.md`` and ``card.toml``. Each file is written atomically, and the
   folder is replaced only when its ``calibration.json`` says ``pkpd calibrate`` wrote it.
 - ``.NAME.partial/``: ``state.json`` after every ABC-SMC generation. Ctrl-C leaves it; the same
   command resumes from it, with the same numbers, when the spec is unchanged.
@@ -33,7 +34,7 @@ __all__ = ["WRITTEN_BY", "is_calibration", "OUT_FILES", "check_out", "read_state
 WRITTEN_BY = "pkpd calibrate"
 #: every file a finished calibration folder may hold
 OUT_FILES = frozenset({"calibration.json", "particles.csv", "generations.csv", "check.csv",
-                       "report.md", "card.toml"})
+                       "candidates.csv", "report.md", "card.toml"})
 _MARK = 'written_by = "pkpd calibrate"'
 
 
