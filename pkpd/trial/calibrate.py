@@ -403,13 +403,16 @@ def calibrate(spec: CalibrationSpec | str | os.PathLike, *, out: str | os.PathLi
     raw = cf.read_state(out, fp)
     s = spec.settings
     t0 = time.time()
+    before = float((raw or {}).get("elapsed_s", 0.0))    # time spent before an interruption
     result = abc_smc(_distance_fn(spec), spec.prior, particles=s["particles"], alpha=s["alpha"],
                      tolerance=s["tolerance"], min_acceptance=s["min_acceptance"],
                      max_generations=s["max_generations"], max_simulations=s["max_simulations"],
                      seed=spec.seed, resume=None if raw is None else cf.load_state(raw),
-                     checkpoint=lambda st: cf.write_state(out, fp, st),
+                     checkpoint=lambda st: cf.write_state(
+                         out, fp, {**st, "elapsed_s": before + time.time() - t0}),
                      progress=_progress_printer(spec, t0) if progress else None)
-    record = _record(spec, result, resumed=raw is not None, seconds=time.time() - t0)
+    record = _record(spec, result, resumed=raw is not None,
+                     seconds=before + time.time() - t0)
     _write(spec, out, result, record, card_out)
     cf.remove_partial(out)
     return record
@@ -478,6 +481,13 @@ def choose_point(spec: CalibrationSpec, result) -> tuple[dict, pd.DataFrame]:
     return spec.values(cands[best][1]), table
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working folder when it is below it (no machine paths in a
+    shipped card), else as given."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
 def _record(spec: CalibrationSpec, result, *, resumed: bool, seconds: float) -> dict:
     from ..fit.run import versions
 
@@ -495,7 +505,7 @@ def _record(spec: CalibrationSpec, result, *, resumed: bool, seconds: float) -> 
     return dict(
         written_by=WRITTEN_BY, name=spec.name, method="ABC-SMC (Beaumont 2009 PMC, adaptive "
         "quantile tolerance; pkpd.trial.abc)", base_card=spec.card.name,
-        base_card_sha256=spec.card.sha256, spec=str(spec.path), spec_sha256=spec.sha256,
+        base_card_sha256=spec.card.sha256, spec=_shown_path(spec.path), spec_sha256=spec.sha256,
         seed=spec.seed, check_seed=spec.seed, check_n=s["check_n"],
         check_replicates=s["check_replicates"], particles=s["particles"], alpha=s["alpha"],
         tolerance=s["tolerance"], final_tolerance=float(result.generations[-1]["eps"]),

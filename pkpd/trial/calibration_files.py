@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -156,14 +157,16 @@ def card_text(base_text: str, base_name: str, new_name: str, values: dict[str, f
     name ``new_name`` and a ``[calibration]`` table holding ``record`` (flat keys, plus
     ``[calibration.targets.*]`` and ``[calibration.posterior.*]`` tables)."""
     text = base_text
+    raw = tomllib.loads(base_text)
     for name, v in values.items():
-        old = "card value"
         if name.startswith("omega2_"):
-            text = _set_in_section(text, f"iiv.{name[7:]}", "omega2", float(v),
-                                   f"calibrated ({record['method']}); {old} in {base_name}")
+            section, key = f"iiv.{name[7:]}", "omega2"
+            was = raw["iiv"][name[7:]]["omega2"]
         else:
-            text = _set_in_section(text, f"parameters.{name}", "value", float(v),
-                                   f"calibrated ({record['method']}); {old} in {base_name}")
+            section, key = f"parameters.{name}", "value"
+            was = raw["parameters"][name]["value"]
+        text = _set_in_section(text, section, key, float(v),
+                               f"calibrated ({record['name']}); {base_name}: {was:g}")
     for key, v in (residual or {}).items():
         if key == "source":
             text = _set_in_section(text, "residual", "source", v, f"replaces {base_name}'s")
@@ -171,6 +174,9 @@ def card_text(base_text: str, base_name: str, new_name: str, values: dict[str, f
             text = _set_in_section(text, "residual", key, float(v),
                                    f"scan error of the calibration; {base_name} differs")
     text = re.sub(r'^name\s*=\s*".*"$', f'name = "{new_name}"', text, count=1, flags=re.M)
+    text = re.sub(r'^description\s*=\s*"', lambda _m: 'description = "Calibrated by pkpd '
+                  f'calibrate ({record["name"]}; see [calibration] at the end) from '
+                  f'{base_name}: ', text, count=1, flags=re.M)
     return text.rstrip() + "\n\n" + _record_toml(record) + "\n"
 
 
