@@ -148,3 +148,15 @@ def test_dask_and_in_process_give_identical_numbers():
 def test_unreachable_dask_scheduler_is_one_clear_error():
     with pytest.raises(SpecError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
         run_trial("triplet", n=10, dask="tcp://127.0.0.1:9")
+
+
+def test_a_tumour_that_grows_without_bound_is_capped_counted_and_warned():
+    # a negative synergy factor (1 + PSI*U < 0) with a large immune kill makes the model grow
+    # at ~ KIO*|1 + PSI*U| per day: exp() overflows long before day 730
+    with pytest.warns(RuntimeWarning, match=r"200 of 200 virtual patients had a simulated SLD"):
+        res = run_trial("triplet", n=200, seed=1, params={"PSI": -4.0, "KIO": 2.0})
+    assert res.meta["sld_capped_patients"] == 200 and res.patients["sld_capped"].all()
+    e = res.endpoints.iloc[0]
+    assert e["orr_confirmed"] == 0.0
+    # every patient progresses at the first scan (day 42 +/- 7, +1 by convention)
+    assert e["median_pfs_months"] * 30.4375 <= 50.0

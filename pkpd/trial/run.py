@@ -57,6 +57,10 @@ HEADLINE = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_1
 #: of w days, SD counts from day 42 - w, so that a 6-week scan done early still counts (the usual
 #: protocol wording, "at least 6 weeks, within the visit window")
 SD_MIN_DAYS = 42.0
+#: a simulated SLD above this (or not finite: the model grew without bound, e.g. a negative
+#: synergy factor 1 + PSI*U with a large immune kill) is recorded as this value, so the patient
+#: progresses at the next scan; such patients are counted (``sld_capped``) and warned about
+SLD_CAP_MM = 1.0e5
 
 _CR, _PR, _SD = (BOR_CODES[c] for c in ("CR", "PR", "SD"))
 
@@ -132,7 +136,11 @@ def _sld_at_scans(sc: Scenario, card, cov: pd.DataFrame, days: np.ndarray, seed:
                    covariates=cov.drop(columns=["ID"]), params=params, residual=True,
                    progress=False)
     dv = sim.trajectories["DV"].to_numpy().reshape(n, grid.size)
+    ipred = sim.trajectories["IPRED"].to_numpy().reshape(n, grid.size)
+    blown = ~np.isfinite(ipred) | (ipred > SLD_CAP_MM) | ~np.isfinite(dv)
+    dv = np.where(blown, SLD_CAP_MM, dv)
     col = np.searchsorted(grid, np.clip(days, 0.0, sc.days))
+    sim.patients["sld_capped"] = blown.any(axis=1)
     return np.take_along_axis(dv, col, axis=1), sim
 
 
@@ -165,9 +173,21 @@ def _replicate(sc: Scenario, pop: Population, n: int, seed: int, r: int, params,
     pat.insert(0, "replicate", r)
     pat.insert(1, "ID", cov["ID"].to_numpy())
     pat["resistance_onset_day"] = sim.patients["resistance_onset_day"].to_numpy()
+    pat["sld_capped"] = sim.patients["sld_capped"].to_numpy()
     for c in cov.columns.drop("ID"):
         pat[c] = cov[c].to_numpy()
     return pat, _endpoints(rec, pat["resistance_onset_day"].to_numpy())
+
+
+def _warn_capped(name: str, k: int, total: int) -> None:
+    if k:
+        import warnings
+
+        warnings.warn(f"scenario {name}: {k} of {total} virtual patients had a simulated SLD "
+                      f"above {SLD_CAP_MM:g} mm or not finite (the tumour model grew without "
+                      "bound, e.g. a negative synergy factor 1 + PSI*U); their SLD was capped "
+                      "there, so they progress at their next scan (patients['sld_capped'])",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _endpoints(rec, onset_day: np.ndarray) -> dict:
@@ -297,7 +317,10 @@ def run_trial(scenario: Scenario | str, *, n: int | None = None, replicates: int
                 scan_days=sc.scans.all_days().tolist(), cutoff_day=sc.cutoff,
                 dropout_per_year=sc.dropout_per_year,
                 pfs_note="radiographic progression only (no death model)")
-    res = TrialResult(sc, ends, pd.concat(pats, ignore_index=True), meta)
+    patients = pd.concat(pats, ignore_index=True)
+    meta["sld_capped_patients"] = int(patients["sld_capped"].sum())
+    _warn_capped(sc.name, meta["sld_capped_patients"], len(patients))
+    res = TrialResult(sc, ends, patients, meta)
     if rules:
         met = {ru.text: (ru.met(ends[ru.endpoint]), ends[ru.endpoint].isna().to_numpy())
                for ru in rules}
