@@ -96,3 +96,20 @@ def test_cli_compare_writes_the_forest_and_km_plots(capsys, tmp_path):
         data = (tmp_path / "out" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert "wrote" in out and "cmp_km_pfs.png" in out
+
+
+def test_plots_leave_pyplot_and_the_backend_alone(tmp_path):
+    """Drawing on a Figure object: no pyplot figure stays open, the backend (e.g. inline in
+    Jupyter) is not switched."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from pkpd.plots.trial import forest_plot, km_plot
+    from pkpd.trial.comparison import compare
+
+    backend = matplotlib.get_backend()
+    before = plt.get_fignums()
+    c = compare(["triplet", "ep"], n=20, replicates=2, seed=1)
+    for p in (forest_plot(c, tmp_path / "f.png"), km_plot(c, tmp_path / "k.png")):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == before

@@ -23,24 +23,18 @@ _LABELS = {"orr": "ORR", "orr_confirmed": "confirmed ORR", "dcr": "DCR",
 def _save(fig, path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def forest_plot(comparison, path, endpoints=("orr_confirmed", "pfs_6m", "pfs_12m",
                                              "median_pfs_months")) -> Path:
     """One panel per endpoint: each scenario's mean with its interval over replicates."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     t = comparison.table
     names = list(comparison.results)
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(3.2 * len(endpoints), 0.5 * len(names)
-                                                          + 1.4), sharey=True, squeeze=False)
+    fig = Figure(figsize=(3.2 * len(endpoints), 0.5 * len(names) + 1.4))
+    axes = fig.subplots(1, len(endpoints), sharey=True, squeeze=False)
     y = np.arange(len(names))[::-1]
     for ax, key in zip(axes[0], endpoints):
         rows = t[t.endpoint == key].set_index("scenario").loc[names]
@@ -57,13 +51,11 @@ def forest_plot(comparison, path, endpoints=("orr_confirmed", "pfs_6m", "pfs_12m
 def km_plot(comparison, path, months: float = 24.0, ticks_months: float = 3.0) -> Path:
     """Kaplan-Meier curves of PFS, one per scenario (all replicates pooled), with the numbers
     at risk (per replicate, on average) every ``ticks_months`` under the axis."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ticks = np.arange(0.0, months + 1e-9, ticks_months)
-    fig, (ax, tab) = plt.subplots(2, 1, figsize=(7, 5.2), height_ratios=[4, 1.2], sharex=True)
+    fig = Figure(figsize=(7, 5.2))
+    ax, tab = fig.subplots(2, 1, height_ratios=[4, 1.2], sharex=True)
     rows = []
     for name, res in comparison.results.items():
         p = res.patients
