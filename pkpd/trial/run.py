@@ -57,10 +57,11 @@ HEADLINE = ("orr", "orr_confirmed", "dcr", "median_pfs_months", "pfs_6m", "pfs_1
 #: of w days, SD counts from day 42 - w, so that a 6-week scan done early still counts (the usual
 #: protocol wording, "at least 6 weeks, within the visit window")
 SD_MIN_DAYS = 42.0
-#: a simulated SLD above this (or not finite: the model grew without bound, e.g. a negative
-#: synergy factor 1 + PSI*U with a large immune kill) is recorded as this value, so the patient
-#: progresses at the next scan; such patients are counted (``sld_capped``) and warned about
-SLD_CAP_MM = 1.0e5
+#: a simulated SLD that is not finite (the exponential model overflowed: it grew without bound,
+#: e.g. a negative synergy factor 1 + PSI*U with a large immune kill) is recorded as this value,
+#: so the patient progresses at that scan; such patients are counted (``sld_capped``) and
+#: warned about. Finite values, however large, are kept as simulated.
+SLD_CAP_MM = 1.0e12
 
 _CR, _PR, _SD = (BOR_CODES[c] for c in ("CR", "PR", "SD"))
 
@@ -137,7 +138,7 @@ def _sld_at_scans(sc: Scenario, card, cov: pd.DataFrame, days: np.ndarray, seed:
                    progress=False)
     dv = sim.trajectories["DV"].to_numpy().reshape(n, grid.size)
     ipred = sim.trajectories["IPRED"].to_numpy().reshape(n, grid.size)
-    blown = ~np.isfinite(ipred) | (ipred > SLD_CAP_MM) | ~np.isfinite(dv)
+    blown = ~np.isfinite(ipred) | ~np.isfinite(dv)
     dv = np.where(blown, SLD_CAP_MM, dv)
     col = np.searchsorted(grid, np.clip(days, 0.0, sc.days))
     sim.patients["sld_capped"] = blown.any(axis=1)
@@ -184,9 +185,10 @@ def _warn_capped(name: str, k: int, total: int) -> None:
         import warnings
 
         warnings.warn(f"scenario {name}: {k} of {total} virtual patients had a simulated SLD "
-                      f"above {SLD_CAP_MM:g} mm or not finite (the tumour model grew without "
-                      "bound, e.g. a negative synergy factor 1 + PSI*U); their SLD was capped "
-                      "there, so they progress at their next scan (patients['sld_capped'])",
+                      "that overflowed (not finite: the tumour model grew without bound, e.g. "
+                      f"a negative synergy factor 1 + PSI*U); it was recorded as "
+                      f"{SLD_CAP_MM:g} mm, so they progress at that scan "
+                      "(patients['sld_capped'])",
                       RuntimeWarning, stacklevel=3)
 
 

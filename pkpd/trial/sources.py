@@ -44,8 +44,9 @@ _PROBE_ETA = 0.1
 
 def _not_a_fit(path: Path, why: str) -> SpecError:
     spec = path.with_suffix(".toml") if path.suffix != ".toml" else path
-    return SpecError(f"{path} is not a pkpd fit: {why}. Fix: run pkpd fit {spec}, or give the "
-                     "folder pkpd fit wrote (fit.json and posterior.nc)")
+    return SpecError(f"{path} is not a pkpd fit: {why}. Fix: run pkpd fit {spec}, or give a "
+                     "folder that pkpd fit wrote (fit.json and posterior.nc) or pkpd calibrate "
+                     "wrote (calibration.json and particles.csv)")
 
 
 def _load(path: Path):
