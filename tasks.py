@@ -3,8 +3,11 @@
 
     python3 tasks.py demo    # builds .venv if needed, then runs the main job (report in out/demo)
     python3 tasks.py test    # builds .venv if needed, then ruff + the test suite
+    python3 tasks.py bench NAME [ARGS]   # also installs the baselines' extra, runs bench/NAME.py
 
-Extra arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -m slow``).
+Extra arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -m slow``); after
+``bench NAME`` they go to the benchmark (e.g. ``python3 tasks.py bench fit --quick``).
+``python3 tasks.py bench`` lists the benchmarks.
 The environment is (re)installed whenever pyproject.toml changes.
 """
 
@@ -28,28 +31,46 @@ def _run(cmd, **kw) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
 
 
-def ensure_env() -> None:
+def ensure_env(extras: str = "dev") -> None:
     if sys.version_info[:2] != (3, 11):
         print(f"pkpd needs Python 3.11 (got {sys.version.split()[0]}).", file=sys.stderr)
         sys.exit(2)
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if PY.exists() and STAMP.exists() and STAMP.read_text().strip() == want:
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    if extras == "dev":     # the stamp of the plain set-up keeps its old form
+        want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = STAMP if extras == "dev" else VENV / f".pkpd-install-stamp-{extras.replace(',', '-')}"
+    if PY.exists() and stamp.exists() and stamp.read_text().strip() == want:
         return
     if not PY.exists():
         print(f"creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     rc = _run([PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-    rc = rc or _run([PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"])
+    rc = rc or _run([PY, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]"])
     if rc:
         print("installation failed; see the pip output above", file=sys.stderr)
         sys.exit(rc)
-    STAMP.write_text(want)
+    stamp.write_text(want)
+
+
+def bench(argv: list[str]) -> int:
+    """``bench NAME [ARGS]``: the environment with the ``bench`` extra (the baselines: pystan),
+    then ``bench/NAME.py ARGS``."""
+    names = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+    if not argv or argv[0] not in names:
+        print(f"usage: python3 tasks.py bench NAME [ARGS]; NAME is one of {', '.join(names)}",
+              file=sys.stderr)
+        return 2
+    ensure_env("dev,bench")
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return _run([PY, ROOT / "bench" / f"{argv[0]}.py", *argv[1:]], env=env)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "test", "bench"):
         print(__doc__)
         return 2
+    if argv[0] == "bench":
+        return bench(argv[1:])
     ensure_env()
     env = dict(os.environ, MPLBACKEND="Agg")
     if argv[0] == "demo":

@@ -18,8 +18,10 @@ JAX tracing) and process start-up are excluded from that time and printed separa
 Ratios: ``ratio_vs_pm_ode = ess_per_s / ess_per_s_pm_ode`` (same small ODE problem) and
 ``ratio_vs_stan = ess_per_s_oak / ess_per_s_oak_stan`` (OAK).
 
-Run (from the repository root)::
+Run (from the repository root; ``python3 tasks.py bench fit [ARGS]`` first installs the ``bench``
+extra, pystan, which the plain set-up leaves out)::
 
+    python3 tasks.py bench fit
     .venv/bin/python bench/fit.py            # full: Stan 4 x (1000 + 1000), ~15-45 min on 2 cores
     .venv/bin/python bench/fit.py --quick    # smoke run: short chains everywhere
     .venv/bin/python bench/fit.py --skip-stan --skip-triplet
