@@ -8,6 +8,12 @@ structural solve plus the residual likelihood, wrapped for pytensor with
 :func:`pytensor.wrap_jax`; the gradient is JAX's reverse mode. Every sampler (nutpie's JAX
 backend, numpyro, blackjax, PyMC's NUTS) therefore differentiates the same compiled likelihood.
 
+Synergy (``[model] synergy = "kio_m"``, the default for a tumour card with KIO and PSI): the
+sampler moves on ``log KIO`` and ``log_M``, M = KIO*(1 + PSI) the typical immune kill at full
+VEGF suppression, instead of PSI (:func:`synergy_psi`); the mu-referenced eta of KIO is centred,
+for the subjects on a VEGF inhibitor, at ``mu + log(1 + PSI)``. Both are exact reparametrisations
+of the same posterior (PSI truncated to PSI > -1); only the sampler's geometry changes.
+
 Failed solves: a non-finite prediction makes the log-likelihood ``-inf`` (a rejected proposal);
 each such evaluation is counted in :data:`FAILURES` through a host callback.
 """
@@ -24,7 +30,7 @@ import numpy as np
 from .problem import Problem
 from .spec import RESIDUAL_MODELS, Spec
 
-__all__ = ["build_model", "FAILURES", "ModelInfo"]
+__all__ = ["build_model", "FAILURES", "ModelInfo", "synergy_psi", "scipy_prior"]
 
 
 class _Counter:
@@ -59,6 +65,7 @@ class ModelInfo:
     parameters: list[str]
     deterministic_pop: list[str]
     initvals: dict                # initial values given in the spec (natural scale)
+    synergy: str = "kio_psi"      # the spec's [model] synergy
 
 
 def _pt_ops():
@@ -114,10 +121,16 @@ def build_model(spec: Spec, problem: Problem, centered: dict | None = None):
     inits: dict[str, float] = {}
     with pm.Model(coords=coords) as model:
         env = {}
+        kio_m = spec.synergy == "kio_m"
         for th in spec.thetas.values():
             if th.init is not None:
                 inits[th.name] = float(th.init)
-            env[th.name] = th.prior.pymc(th.name)
+            if not (kio_m and th.name == "PSI"):
+                env[th.name] = th.prior.pymc(th.name)
+        shift = None
+        if kio_m:
+            env["PSI"] = synergy_psi(spec, env["KIO"], inits)
+            shift = _vegf_shift(spec, problem, env["PSI"])
         for c, v in data.covariates.items():
             env[c] = pt.as_tensor_variable(np.asarray(v, float))
         env.update({k: pt.as_tensor_variable(float(v)) for k, v in spec.fixed.items()})
@@ -135,6 +148,8 @@ def build_model(spec: Spec, problem: Problem, centered: dict | None = None):
                     # others non-centred (eta = sd*z): informative subjects mix best centred,
                     # sparse ones non-centred
                     mu = pt.broadcast_to(pt.as_tensor_variable(b.mu.evaluate(env, ops)), (n,))
+                    if shift is not None and e in shift[0]:
+                        mu = mu + shift[1]          # phi = log(KIO_i*(1 + PSI)) on a VEGF arm
                     n_obs = np.bincount(data.obs_subject, minlength=n)
                     mask = np.asarray(centered.get(e, n_obs >= b.centered_min_obs), bool)
                     cen, non = np.flatnonzero(mask), np.flatnonzero(~mask)
@@ -189,8 +204,88 @@ def build_model(spec: Spec, problem: Problem, centered: dict | None = None):
         r = pt.stack(rvec)
         ll = wrap_jax(loglik_function(problem))(P, r)
         pm.Potential("loglik", ll)
-    info = ModelInfo(spec.population_names, etas, list(problem.parameters), det_pop, inits)
+    info = ModelInfo(spec.population_names, etas, list(problem.parameters), det_pop, inits,
+                     spec.synergy)
     return model, info
+
+
+def scipy_prior(prior):
+    """The frozen :mod:`scipy.stats` distribution of a :class:`~pkpd.fit.expr.PriorSpec` (the
+    priors of :data:`~pkpd.fit.spec.SYNERGY_PSI_PRIORS`)."""
+    from scipy import stats
+    k = prior.kwargs()
+    make = {
+        "Normal": lambda: stats.norm(k["mu"], k["sigma"]),
+        "StudentT": lambda: stats.t(k["nu"], k["mu"], k["sigma"]),
+        "Uniform": lambda: stats.uniform(k["lower"], k["upper"] - k["lower"]),
+        "LogNormal": lambda: stats.lognorm(k["sigma"], scale=np.exp(k["mu"])),
+        "HalfNormal": lambda: stats.halfnorm(scale=k["sigma"]),
+        "HalfCauchy": lambda: stats.halfcauchy(scale=k["beta"]),
+        "Exponential": lambda: stats.expon(scale=1.0 / k["lam"]),
+        "Gamma": lambda: stats.gamma(k["alpha"], scale=1.0 / k["beta"]),
+        "InvGamma": lambda: stats.invgamma(k["alpha"], scale=k["beta"]),
+    }
+    if prior.dist not in make:
+        from ..errors import SpecError
+        raise SpecError(f"prior {prior.text!r} has no scipy equivalent here. Fix: use one of "
+                        f"{', '.join(make)}")
+    return make[prior.dist]()
+
+
+def synergy_psi(spec: Spec, kio, inits: dict):
+    """PSI as ``expm1(log_M - log KIO)`` with ``log_M`` a PyMC random variable (call inside the
+    model, after KIO).
+
+    The density of ``log_M`` given KIO is the user's prior of PSI, truncated to PSI > -1 and
+    normalised, times the Jacobian ``dPSI/dlog_M = 1 + PSI``: the implied prior of (KIO, PSI)
+    is exactly the declared one restricted to PSI > -1, and PSI > -1 for every finite
+    ``log_M``. Prior draws (``random``) are exact inverse-CDF draws of the truncated prior.
+    ``inits``: a PSI initial value becomes one for ``log_M`` (with KIO's, or its prior median).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from ..errors import SpecError
+    prior = spec.thetas["PSI"].prior
+    frozen = scipy_prior(prior)
+    s_low = float(frozen.sf(-1.0))                    # prior mass above PSI = -1
+    log_z = float(frozen.logsf(-1.0))
+
+    def logp(value, k):
+        x = value - pt.log(k)                         # log(1 + PSI)
+        base = getattr(pm, prior.pymc_name).dist(**prior.kwargs())
+        return pm.logp(base, pt.expm1(x)) - log_z + x
+
+    def random(k, rng=None, size=None):
+        psi = frozen.isf(rng.uniform(0.0, s_low, size=size))
+        return np.log(k) + np.log1p(psi)
+
+    log_m = pm.CustomDist("log_M", kio, logp=logp, random=random)
+    if "PSI" in inits:
+        psi0 = inits.pop("PSI")
+        if not psi0 > -1:
+            raise SpecError(f"[theta] PSI init = {psi0!r}: with synergy = 'kio_m' PSI > -1. "
+                            "Fix: give an init above -1")
+        kio0 = inits.get("KIO", float(scipy_prior(spec.thetas["KIO"].prior).median()))
+        inits["log_M"] = float(np.log(kio0) + np.log1p(psi0))
+    return pm.Deterministic("PSI", pt.expm1(log_m - pt.log(kio)))
+
+
+def _vegf_shift(spec: Spec, problem: Problem, psi):
+    """``(etas, shift)``: the mu-referenced etas of KIO's expression and, per subject,
+    ``log(1 + PSI)`` for subjects whose regimen has a VEGF inhibitor (anlotinib), else 0; or
+    None. Centring those subjects' phi at ``mu + log(1 + PSI)`` makes phi the log of their own
+    immune kill under VEGF suppression, which the data inform, instead of KIO_i alone."""
+    import pytensor.tensor as pt
+    drv = (problem.extra or {}).get("drivers", {}).get("anlotinib")
+    ind = spec.individual.get("KIO")
+    if drv is None or ind is None:
+        return None
+    on = np.asarray(np.any(np.asarray(drv) > 0, axis=1), float)
+    etas = {e for e in ind.names if e.startswith("eta_")}
+    if not on.any() or not etas:
+        return None
+    return etas, pt.log1p(psi) * pt.as_tensor_variable(on)
 
 
 def _lkj_block(pm, pt, b, bi, det_pop):

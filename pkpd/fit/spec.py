@@ -27,7 +27,7 @@ from ..tumour import tgi
 from .expr import Expr, PriorSpec, parse_expr, parse_prior
 
 __all__ = ["Spec", "Theta", "OmegaBlock", "Residual", "Sampler", "DataSpec", "load_spec",
-           "RESIDUAL_MODELS", "SAMPLERS"]
+           "RESIDUAL_MODELS", "SAMPLERS", "SYNERGY", "SYNERGY_PSI_PRIORS"]
 
 #: residual model -> (parameter roles, description)
 RESIDUAL_MODELS = {
@@ -38,6 +38,15 @@ RESIDUAL_MODELS = {
                                    "Y=F+F*EPS1+EPS2, nlmixr2 combined2)"),
 }
 SAMPLERS = ("nutpie", "numpyro", "pymc", "blackjax")
+#: ``[model] synergy``: how the immune kill KIO and the synergy PSI of a tumour card are sampled
+SYNERGY = {
+    "kio_psi": "KIO and PSI as declared (PSI unconstrained)",
+    "kio_m": "log KIO and log M, M = KIO*(1 + PSI) the immune kill at full VEGF suppression; "
+             "PSI's prior is kept through the Jacobian, truncated to PSI > -1",
+}
+#: priors of PSI that ``synergy = "kio_m"`` can truncate at -1 (proper, with a known CDF)
+SYNERGY_PSI_PRIORS = ("Normal", "StudentT", "Uniform", "LogNormal", "HalfNormal", "HalfCauchy",
+                      "Exponential", "Gamma", "InvGamma")
 _TOP = {"fit", "model", "data", "theta", "individual", "omega", "residual", "sampler", "fixed",
         "simulate", "regimens", "covariates"}
 
@@ -139,6 +148,7 @@ class Spec:
     card: Card | None = None
     regimens: dict = field(default_factory=dict)
     description: str = ""
+    synergy: str = "kio_psi"        # "kio_psi" | "kio_m" (see SYNERGY)
 
     @property
     def etas(self) -> list[str]:
@@ -195,8 +205,8 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
         raw["sampler"] = {**raw.get("sampler", {}), **overrides}
     fit = raw.get("fit", {})
     _keys(fit, {"name", "description", "source"}, _where(path, "fit"))
-    _keys(raw.get("model", {}), {"tgi", "card", "pk", "absorption", "time_unit", "exposure"},
-          _where(path, "model"))
+    _keys(raw.get("model", {}), {"tgi", "card", "pk", "absorption", "time_unit", "exposure",
+                                 "synergy"}, _where(path, "model"))
     name = _fit_name(fit, path)
     model = raw.get("model")
     if not isinstance(model, Mapping):
@@ -242,11 +252,12 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
     omegas = _omegas(raw, path, individual, card)
     residual = _residual(raw, path, card)
     sampler = _sampler(raw.get("sampler", {}), path)
+    synergy = _synergy(model, path, kind, thetas)
     spec = Spec(name=name, path=path, raw=raw, model_kind=kind, model_ref=ref,
                 time_unit=time_unit, parameters=params, thetas=thetas, fixed=fixed,
                 individual=individual, omegas=omegas, residual=residual, sampler=sampler,
                 data=data, card=card, regimens=dict(raw.get("regimens", {})),
-                description=str(fit.get("description", "")))
+                description=str(fit.get("description", "")), synergy=synergy)
     _cross_check(spec)
     return spec
 
@@ -611,6 +622,32 @@ def _sampler_value(k, v, w):
         raise SpecError(f"{w}: {k} must be {kind}; got {v!r}. Fix: e.g. {k} = {default!r} "
                         "(a TOML number, no quotes)")
     return typ(v)
+
+
+def _synergy(model, path, kind, thetas) -> str:
+    """``[model] synergy``: "kio_m" by default where it applies (a tumour card whose KIO and PSI
+    are thetas with priors it can use), else "kio_psi"; an explicit "kio_m" that cannot apply
+    is an error naming the reason."""
+    w = _where(path, "model")
+    given = model.get("synergy")
+    if given is not None and given not in SYNERGY:
+        raise SpecError(f"{w}: synergy = {given!r} is unknown. Fix: use one of "
+                        + "; ".join(f"'{k}' ({v})" for k, v in SYNERGY.items()))
+    why = None
+    if kind != "tumour_card" or "KIO" not in thetas or "PSI" not in thetas:
+        why = "it needs a tumour card whose KIO and PSI are both estimated ([theta])"
+    elif thetas["KIO"].prior.support != "positive":
+        why = (f"KIO's prior {thetas['KIO'].prior.text!r} allows values <= 0 (KIO = M/(1 + PSI) "
+               "is sampled on the log scale)")
+    elif thetas["PSI"].prior.dist not in SYNERGY_PSI_PRIORS:
+        why = (f"PSI's prior {thetas['PSI'].prior.text!r} cannot be truncated at -1 (use one of "
+               f"{', '.join(SYNERGY_PSI_PRIORS)})")
+    if why is None:
+        return str(given or "kio_m")
+    if given == "kio_m":
+        raise SpecError(f"{w}: synergy = 'kio_m' cannot be used: {why}. Fix: change that, or "
+                        "set synergy = 'kio_psi'")
+    return "kio_psi"
 
 
 def _cross_check(spec: Spec) -> None:
