@@ -41,6 +41,8 @@ __all__ = [
     "loo",
     "ppc",
     "vpc_table",
+    "population_predictions",
+    "add_population_predictive",
     "report",
 ]
 
@@ -559,9 +561,12 @@ def _censored_mask(idata: az.InferenceData, n_obs: int) -> np.ndarray:
     return np.zeros(n_obs, dtype=bool)
 
 
-def _ppc_arrays(idata: az.InferenceData, var_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _ppc_arrays(
+    idata: az.InferenceData, var_name: str, observed: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    observed = observed or var_name
     obs = np.asarray(
-        _var(_group(idata, "observed_data", "ppc"), "observed_data", var_name, "ppc").values,
+        _var(_group(idata, "observed_data", "ppc"), "observed_data", observed, "ppc").values,
         dtype=float,
     ).ravel()
     rep_da = _var(
@@ -576,15 +581,44 @@ def _ppc_arrays(idata: az.InferenceData, var_name: str) -> tuple[np.ndarray, np.
     return obs, rep
 
 
+def _subject_se(idata: az.InferenceData, inside: np.ndarray, use: np.ndarray, target: float):
+    """Cluster-robust SE of a coverage fraction, patients as clusters (None without
+    ``constant_data.obs_subject``).
+
+    Observations of one patient share its etas, so their coverage indicators are correlated and
+    the binomial SE ``sqrt(p (1 - p) / n)`` is too small. With ``c_i`` covered of ``n_i`` used
+    observations of patient ``i`` and ``N = sum n_i``: ``SE = sqrt(sum_i (c_i - p n_i)^2) / N``
+    at ``p = target`` (the sandwich / ratio-estimator variance; it reduces to the binomial SE
+    when every patient has one observation).
+    """
+    if not ("constant_data" in idata.groups() and "obs_subject" in idata.constant_data):
+        return None
+    subj = np.asarray(idata.constant_data["obs_subject"].values).astype(int).ravel()
+    if subj.shape != use.shape or not use.any():
+        return None
+    n_i = np.bincount(subj[use], minlength=subj.max() + 1).astype(float)
+    c_i = np.bincount(subj[use], weights=inside[use].astype(float), minlength=subj.max() + 1)
+    return float(np.sqrt(np.sum((c_i - target * n_i) ** 2)) / n_i.sum())
+
+
 def ppc(
     idata: az.InferenceData,
     quantiles: Sequence[float] = (0.05, 0.5, 0.95),
     *,
     var_name: str = "y",
+    observed: str | None = None,
     chunk: int = 1024,
     return_pit: bool = True,
 ) -> dict:
     """Posterior predictive check of each observation against its replicated distribution.
+
+    What the replicates condition on decides what the check means. The fitter's
+    ``posterior_predictive["y"]`` is drawn from each patient's own posterior etas (individual
+    predictions, IPRED + residual): those etas were fitted to the same observations, so the
+    coverage of a correct model is *above* the nominal level (typically 95-99 % for a 90 %
+    interval with a few points per patient). ``posterior_predictive["y_pop"]``
+    (:func:`add_population_predictive`) draws new etas from the population distribution, as a
+    VPC does; its coverage of a correct model is close to nominal.
 
     For each observation ``j``, ``pit_j = mean_s(y_rep[s, j] <= y_obs[j])`` (a posterior
     predictive p-value / probability-integral transform). For a censored observation (``y_obs`` is
@@ -602,7 +636,9 @@ def ppc(
         Increasing quantile levels; the first and last bound the interval, a 0.5 entry adds the
         fraction of observations below the predictive median.
     var_name
-        Observed variable.
+        Replicated variable in ``posterior_predictive``.
+    observed
+        Observed variable in ``observed_data`` (default: ``var_name``).
     chunk
         Observations processed at a time (bounds memory for large draw x obs arrays).
     return_pit
@@ -612,7 +648,11 @@ def ppc(
     -------
     dict
         ``n_obs, n_censored, n_used, interval, target_coverage, coverage, coverage_se`` (binomial
-        SE at the target), ``coverage_z``, ``fraction_below, fraction_above`` (outside the
+        SE at the target), ``coverage_z``, ``coverage_se_subject`` (patients as clusters, see
+        ``_subject_se``; None without ``obs_subject``) and ``coverage_z_subject`` (z with the
+        larger of the two SEs, so never more alarming than the binomial z),
+        ``n_nonfinite_draws`` (non-finite replicates, e.g. failed solves, ignored),
+        ``fraction_below, fraction_above`` (outside the
         interval), ``fraction_below_median`` (if 0.5 in ``quantiles``), ``pit_mean``,
         ``censored_mean_p_below_limit`` and, if requested, ``pit``.
     """
@@ -621,18 +661,12 @@ def ppc(
         raise DiagnosticsError(
             f"ppc: quantiles must be >= 2 increasing levels in [0, 1]; got {tuple(quantiles)}"
         )
-    obs, rep = _ppc_arrays(idata, var_name)
+    obs, rep = _ppc_arrays(idata, var_name, observed)
     n_obs = obs.size
     if rep.shape[0] == 0:
         raise DiagnosticsError("ppc: posterior_predictive has no draws")
     cens = _censored_mask(idata, n_obs)
-    pit = np.empty(n_obs)
-    qv = np.empty((q.size, n_obs))
-    for start in range(0, n_obs, chunk):
-        sl = slice(start, start + chunk)
-        block = rep[:, sl]
-        pit[sl] = np.mean(block <= obs[sl], axis=0)
-        qv[:, sl] = np.quantile(block, q, axis=0)
+    pit, qv, n_bad = _pit_and_quantiles(rep, obs, q, chunk)
     use = ~cens & np.isfinite(obs)
     n_used = int(use.sum())
     lo, hi = qv[0, use], qv[-1, use]
@@ -640,8 +674,12 @@ def ppc(
     target = round(float(q[-1] - q[0]), 12)
     below = float(np.mean(y < lo)) if n_used else float("nan")
     above = float(np.mean(y > hi)) if n_used else float("nan")
-    coverage = float(np.mean((y >= lo) & (y <= hi))) if n_used else float("nan")
+    inside = (y >= lo) & (y <= hi)
+    coverage = float(np.mean(inside)) if n_used else float("nan")
     se = math.sqrt(target * (1 - target) / n_used) if n_used else float("nan")
+    inside_all = np.zeros(n_obs, bool)
+    inside_all[use] = inside
+    se_subj = _subject_se(idata, inside_all, use, target)
     out = {
         "n_obs": int(n_obs),
         "n_censored": int(cens.sum()),
@@ -651,6 +689,11 @@ def ppc(
         "coverage": coverage,
         "coverage_se": se,
         "coverage_z": (coverage - target) / se if n_used and se > 0 else float("nan"),
+        "coverage_se_subject": se_subj,
+        "coverage_z_subject": (
+            (coverage - target) / max(se_subj, se) if se_subj is not None and se > 0 else None
+        ),
+        "n_nonfinite_draws": n_bad,
         "fraction_below": below,
         "fraction_above": above,
         "pit_mean": float(np.mean(pit[use])) if n_used else float("nan"),
@@ -662,6 +705,163 @@ def ppc(
     if return_pit:
         out["pit"] = [float(v) for v in pit]
     return out
+
+
+def _pit_and_quantiles(rep: np.ndarray, obs: np.ndarray, q: np.ndarray, chunk: int):
+    """Per observation: PIT, the ``q`` quantiles of the replicates, and how many replicates
+    were non-finite (ignored: a failed solve of a draw with extreme new etas)."""
+    n_obs = obs.size
+    pit = np.empty(n_obs)
+    qv = np.empty((q.size, n_obs))
+    n_bad = 0
+    for start in range(0, n_obs, chunk):
+        sl = slice(start, start + chunk)
+        block = rep[:, sl]
+        ok = np.isfinite(block)
+        if ok.all():
+            pit[sl] = np.mean(block <= obs[sl], axis=0)
+            qv[:, sl] = np.quantile(block, q, axis=0)
+            continue
+        n_bad += int((~ok).sum())
+        block = np.where(ok, block, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pit[sl] = np.sum(block <= obs[sl], axis=0) / np.maximum(ok.sum(axis=0), 1)
+            qv[:, sl] = np.nanquantile(block, q, axis=0)
+    return pit, qv, n_bad
+
+
+class _NumpyOps:
+    """The operations of an ``[individual]`` expression, in numpy (see ``Expr.evaluate``)."""
+
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    where = staticmethod(np.where)
+    eq = staticmethod(np.equal)
+    neq = staticmethod(np.not_equal)
+
+
+def _omega_cholesky(spec, post: xr.Dataset) -> np.ndarray:
+    """Cholesky factor of Omega per posterior draw, ``(sample, n_eta, n_eta)`` in the order of
+    ``spec.etas``: a diagonal eta's SD from ``omega_sd``; an LKJ block from its SDs and
+    ``corr_*`` draws; an inverse-Wishart block from its covariance entries (``names``, lower
+    triangle row-wise)."""
+    etas = list(spec.etas)
+    sd = _draws(post["omega_sd"].sel(eta_name=etas))            # (S, n_eta)
+    cov = np.zeros(sd.shape + (len(etas),))
+    idx = np.arange(len(etas))
+    cov[:, idx, idx] = sd**2
+    for b in spec.omegas:
+        pos = [etas.index(e) for e in b.etas]
+        for r in range(1, len(pos)):
+            for c in range(r):
+                if b.kind == "lkj":
+                    nm = (f"corr_{b.etas[r].removeprefix('eta_')}_"
+                          f"{b.etas[c].removeprefix('eta_')}")
+                    value = _draws(post[nm]) * sd[:, pos[r]] * sd[:, pos[c]]
+                else:                                            # invwishart: covariances
+                    value = _draws(post[b.names[r * (r + 1) // 2 + c]])
+                cov[:, pos[r], pos[c]] = cov[:, pos[c], pos[r]] = value
+    return np.linalg.cholesky(cov)
+
+
+def _population_parameters(problem, post: xr.Dataset, rng: np.random.Generator) -> np.ndarray:
+    """Individual parameters ``(sample, subject, param)`` with *new* etas drawn from
+    N(0, Omega) of each posterior draw (population parameters, covariates and fixed values as
+    fitted): the patients of a VPC, not the fitted ones."""
+    spec, data = problem.spec, problem.data
+    n = data.n_subjects
+    n_s = int(post.sizes["chain"] * post.sizes["draw"])
+    env: dict = {k: float(v) for k, v in spec.fixed.items()}
+    env.update({c: np.asarray(v, float)[None, :] for c, v in data.covariates.items()})
+    for name in spec.thetas:
+        env[name] = _draws(post[name])[:, None]
+    if spec.etas:
+        z = rng.standard_normal((n_s, n, len(spec.etas)))
+        eta = np.einsum("sij,snj->sni", _omega_cholesky(spec, post), z)
+        env.update({e: eta[:, :, k] for k, e in enumerate(spec.etas)})
+    cols = []
+    for pname in problem.parameters:
+        val = spec.individual[pname].evaluate(env, _NumpyOps) if pname in spec.individual \
+            else env[pname]
+        cols.append(np.broadcast_to(np.asarray(val, float), (n_s, n)))
+    return np.stack(cols, axis=2)
+
+
+def population_predictions(problem, idata: az.InferenceData, *, seed: int = 0,
+                           chunk: int = 64) -> np.ndarray:
+    """Population predictive draws ``(chain, draw, obs)``: for each posterior draw, new etas
+    from the population distribution, the structural prediction and a residual draw.
+
+    This is the simulation behind a VPC (and NONMEM's ``$SIMULATION`` with new ETAs): it does
+    not use the fitted patients' etas. Covariates and dosing are each patient's own.
+
+    Parameters
+    ----------
+    problem
+        The fit's ``pkpd.fit.problem.Problem`` (spec, data and the structural prediction).
+    idata
+        Posterior with the population parameters, ``omega_sd`` (and the ``corr_*`` or
+        covariance entries of correlated blocks) and the residual-error parameters.
+    seed
+        Seed of the new etas and residual draws.
+    chunk
+        Posterior draws predicted per vectorised call.
+
+    Returns
+    -------
+    numpy.ndarray
+        Replicated observations in data order (units of the observations); non-finite where
+        the prediction failed.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    spec, post = problem.spec, idata.posterior
+    rng = np.random.default_rng(seed)
+    P = _population_parameters(problem, post, rng)
+    roles = problem.residual_roles
+    R = np.stack([_draws(post[spec.residual.names[r]]) for r in roles], axis=1)
+    R = np.where([spec.residual.variance[r] for r in roles], np.sqrt(R), R)
+
+    def one(p, r):
+        f = problem.predict(p)
+        sd = problem.resid_sd(f, {role: r[k] for k, role in enumerate(roles)})
+        return problem.flat(f), problem.flat(sd)
+
+    fn = jax.jit(jax.vmap(one))
+    fs, sds = [], []
+    for i in range(0, P.shape[0], chunk):
+        j = min(i + chunk, P.shape[0])
+        pad = np.r_[np.arange(i, j), np.full(chunk - (j - i), j - 1)]
+        with np.errstate(all="ignore"):
+            f, sd = fn(jnp.asarray(P[pad]), jnp.asarray(R[pad]))
+        fs.append(np.asarray(f)[: j - i])
+        sds.append(np.asarray(sd)[: j - i])
+    f, sd = np.concatenate(fs), np.concatenate(sds)
+    with np.errstate(all="ignore"):
+        y = f + sd * rng.standard_normal(f.shape)
+    return y.reshape((post.sizes["chain"], post.sizes["draw"], -1))
+
+
+def add_population_predictive(problem, idata: az.InferenceData, *, seed: int = 0):
+    """Add ``posterior_predictive["y_pop"]`` (:func:`population_predictions`) to ``idata``
+    (in place; the group is created if missing) and return ``idata``. :func:`report` then
+    checks the population (VPC) coverage besides the individual one."""
+    y = population_predictions(problem, idata, seed=seed)
+    da = xr.DataArray(y, dims=("chain", "draw", "obs"),
+                      coords={"chain": idata.posterior.coords["chain"].values,
+                              "draw": idata.posterior.coords["draw"].values,
+                              "obs": np.arange(y.shape[2])})
+    if "posterior_predictive" in idata.groups():
+        idata.posterior_predictive["y_pop"] = da
+    else:
+        idata.add_groups({"posterior_predictive": xr.Dataset({"y_pop": da})})
+    return idata
 
 
 def vpc_table(
@@ -765,17 +965,28 @@ def report(
     - any divergent transition;
     - ``BFMI < bfmi_min`` (0.3) per chain;
     - draws that hit the maximum tree depth;
-    - LOO units (subjects by default) with Pareto ``k-hat > pareto_k_max`` (0.7);
-    - PPC interval coverage more than ``ppc_z_max`` (4) binomial SEs from its target.
+    - population predictive (VPC) coverage, from ``posterior_predictive["y_pop"]`` (new etas;
+      see :func:`add_population_predictive`), more than ``ppc_z_max`` (4) SEs from its target,
+      either way; the SE treats patients as clusters (``_subject_se``);
+    - individual predictive coverage (``posterior_predictive["y"]``, each patient's own etas)
+      more than ``ppc_z_max`` SEs *below* its target. Above the target is expected of a correct
+      model and is not flagged: the etas were fitted to the same observations.
 
-    Eta-shrinkage above 0.3 and prior-dominated parameters are listed under ``notes``.
+    Listed under ``notes``, not problems: eta-shrinkage above 0.3, prior-dominated parameters,
+    and PSIS-LOO units with Pareto ``k-hat > pareto_k_max`` (0.7). A high k-hat says that the
+    importance-sampling approximation of that unit's leave-out posterior is unreliable, not
+    that the model misfits (Vehtari, Gelman & Gabry 2017): leaving out a whole patient removes
+    all the data on its etas, so with a few observations per patient it is the rule in
+    hierarchical models. Compare such models by k-fold / leave-one-patient-out refits.
 
     Returns
     -------
     dict
         ``convergence`` (list of row dicts), ``sampler``, ``shrinkage``,
-        ``prior_posterior`` (list of row dicts), ``loo``, ``ppc`` (without the per-observation
-        ``pit``), ``problems``, ``notes``, ``skipped``, ``thresholds``.
+        ``prior_posterior`` (list of row dicts), ``loo``, ``ppc`` (individual, without the
+        per-observation ``pit``; ``kind`` "individual"), ``ppc_population`` (None without
+        ``y_pop``; ``kind`` "population"), ``problems``, ``notes``, ``skipped``,
+        ``thresholds``.
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -793,8 +1004,9 @@ def report(
     out["sampler"] = _report_sampler(idata, max_tree_depth, bfmi_min, problems, skipped)
     out["shrinkage"] = _report_shrinkage(idata, notes, skipped)
     out["prior_posterior"] = _report_prior_posterior(idata, population, notes, skipped)
-    out["loo"] = _report_loo(idata, loo_by, pareto_k_max, problems, skipped)
+    out["loo"] = _report_loo(idata, loo_by, pareto_k_max, notes, skipped)
     out["ppc"] = _report_ppc(idata, ppc_z_max, problems, skipped)
+    out["ppc_population"] = _report_ppc_population(idata, ppc_z_max, problems)
     out["problems"] = problems
     out["notes"] = notes
     out["skipped"] = skipped
@@ -889,11 +1101,12 @@ def _report_loo(
     idata: az.InferenceData,
     loo_by: str,
     pareto_k_max: float,
-    problems: list[str],
+    notes: list[str],
     skipped: dict[str, str],
 ) -> dict | None:
-    """`report` section: PSIS-LOO (high Pareto k-hat is a problem); None without the
-    log-likelihood (or, by subject, without ``constant_data.obs_subject``)."""
+    """`report` section: PSIS-LOO; None without the log-likelihood (or, by subject, without
+    ``constant_data.obs_subject``). Units with high Pareto k-hat are a note, not a problem: the
+    PSIS estimate of their elpd is unreliable, which says nothing about the model's fit."""
     has_ll = "log_likelihood" in idata.groups() and "y" in idata.log_likelihood.data_vars
     has_subj = "constant_data" in idata.groups() and "obs_subject" in idata.constant_data
     if not (has_ll and (loo_by == "obs" or has_subj)):
@@ -901,17 +1114,34 @@ def _report_loo(
         return None
     lo = loo(idata, by=loo_by, k_threshold=pareto_k_max)
     n_high = lo["n_pareto_k_above_0.7"]
+    lo["reliable"] = n_high == 0
     if n_high:
-        unit = "subjects" if loo_by == "subject" else "observations"
-        problems.append(f"k-hat > {pareto_k_max} for {n_high} {unit}")
+        notes.append(loo_note(n_high, lo["n_units"], loo_by, pareto_k_max))
     return lo
+
+
+def loo_note(n_high: int, n_units: int, by: str, pareto_k_max: float = 0.7) -> str:
+    """The report's sentence on PSIS-LOO units with Pareto k-hat above ``pareto_k_max``."""
+    if by == "subject":
+        what = (f"PSIS-LOO, leave one patient out: Pareto k-hat > {pareto_k_max} for {n_high} "
+                f"of {n_units} patients, so this elpd_loo is not reliable. Expected in a "
+                "hierarchical model with few observations per patient (leaving a patient out "
+                "removes all the data on its etas); it diagnoses the importance-sampling "
+                "approximation, not the model")
+    else:
+        what = (f"PSIS-LOO, leave one observation out: Pareto k-hat > {pareto_k_max} for "
+                f"{n_high} of {n_units} observations, so this elpd_loo is not reliable. Common "
+                "with few observations per patient (each one moves its patient's etas); it "
+                "diagnoses the importance-sampling approximation, not the model")
+    return what + ". Compare models by k-fold or leave-one-patient-out refits instead"
 
 
 def _report_ppc(
     idata: az.InferenceData, ppc_z_max: float, problems: list[str], skipped: dict[str, str]
 ) -> dict | None:
-    """`report` section: posterior predictive check without ``pit`` (coverage off target is a
-    problem); None without ``posterior_predictive.y`` and ``observed_data.y``."""
+    """`report` section: individual posterior predictive check (each patient's own etas),
+    without ``pit``; under-coverage is a problem, over-coverage is expected. None without
+    ``posterior_predictive.y`` and ``observed_data.y``."""
     has_pp = (
         "posterior_predictive" in idata.groups()
         and "observed_data" in idata.groups()
@@ -922,11 +1152,42 @@ def _report_ppc(
         skipped["ppc"] = "no posterior_predictive.y / observed_data.y"
         return None
     pc = ppc(idata, return_pit=False)
-    z = pc["coverage_z"]
-    if np.isfinite(z) and abs(z) > ppc_z_max:
-        problems.append(
-            f"{100 * pc['target_coverage']:.0f}% predictive interval covers "
-            f"{100 * pc['coverage']:.1f}% of {pc['n_used']} observations "
-            f"({z:+.1f} SE from target)"
-        )
+    pc["kind"] = "individual"
+    z = _coverage_z(pc)
+    if np.isfinite(z) and z < -ppc_z_max:
+        problems.append(coverage_problem(pc, z))
     return pc
+
+
+def _report_ppc_population(
+    idata: az.InferenceData, ppc_z_max: float, problems: list[str]
+) -> dict | None:
+    """`report` section: population (VPC) predictive check from ``posterior_predictive.y_pop``
+    (new etas); coverage off target either way is a problem. None without ``y_pop``."""
+    if not ("posterior_predictive" in idata.groups()
+            and "y_pop" in idata.posterior_predictive.data_vars
+            and "observed_data" in idata.groups()
+            and "y" in idata.observed_data.data_vars):
+        return None
+    pc = ppc(idata, var_name="y_pop", observed="y", return_pit=False)
+    pc["kind"] = "population"
+    z = _coverage_z(pc)
+    if np.isfinite(z) and abs(z) > ppc_z_max:
+        problems.append(coverage_problem(pc, z))
+    return pc
+
+
+def _coverage_z(pc: dict) -> float:
+    """The coverage z-score with patients as clusters when known, else the binomial one."""
+    z = pc.get("coverage_z_subject")
+    return float(z) if z is not None else float(pc["coverage_z"])
+
+
+def coverage_problem(pc: dict, z: float) -> str:
+    """The report's sentence for a predictive coverage off target (``pc`` from :func:`ppc`)."""
+    kind = pc.get("kind", "individual")
+    what = ("population (VPC, new etas)" if kind == "population"
+            else "individual (own etas)")
+    return (f"{100 * pc['target_coverage']:.0f}% {what} predictive interval covers "
+            f"{100 * pc['coverage']:.1f}% of {pc['n_used']} observations ({z:+.1f} SE from "
+            "target)")

@@ -19,6 +19,50 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _loo_lines(d: dict) -> list[str]:
+    """PSIS-LOO lines, each with its unit and whether the estimate is reliable (no unit with
+    Pareto k-hat above 0.7); an unreliable one is not a misfit (see docs/fitting.md)."""
+    lines = []
+    for key, unit, label in (("loo", None, None),
+                             ("loo_by_observation", "obs", "leave one observation out")):
+        lo = d.get(key) or {}
+        if lo.get("elpd_loo") is None:
+            continue
+        by = lo.get("by", unit or "subject")
+        label = label or ("leave one patient out" if by == "subject"
+                          else "leave one observation out")
+        units = "patients" if by == "subject" else "observations"
+        n_high = lo.get("n_pareto_k_above_0.7")
+        text = (f"- PSIS-LOO ({label}): elpd_loo {lo['elpd_loo']:.1f} "
+                f"(SE {lo.get('se') or float('nan'):.1f}), p_loo {lo.get('p_loo') or 0:.1f}")
+        if n_high:
+            text += (f"; not reliable: Pareto k-hat > 0.7 for {n_high} of {lo.get('n_units')} "
+                     f"{units} (expected with few observations per patient; compare models "
+                     "by k-fold or leave-one-patient-out refits)")
+        elif n_high == 0:
+            text += "; reliable (all Pareto k-hat <= 0.7)"
+        lines.append(text)
+    return lines
+
+
+def _coverage_lines(d: dict) -> list[str]:
+    """Predictive coverage lines: population (VPC, new etas; the check) and individual (own
+    etas; above the target is expected)."""
+    lines = []
+    pop = d.get("ppc_population") or {}
+    if pop.get("coverage") is not None:
+        lines.append(f"- Population predictive (VPC, new etas) {pop['target_coverage']:.0%} "
+                     f"interval coverage: {pop['coverage']:.1%} of {pop['n_used']} "
+                     "observations (a correct model is close to the target)")
+    ind = d.get("ppc") or {}
+    if ind.get("coverage") is not None:
+        lines.append(f"- Individual predictive (each patient's own etas) "
+                     f"{ind['target_coverage']:.0%} interval coverage: {ind['coverage']:.1%} "
+                     "(above the target is expected: the etas were fitted to these "
+                     "observations; only under-coverage is flagged)")
+    return lines
+
+
 def fit_report(result) -> str:
     """Human-readable summary: data, settings, estimates, diagnostics, estimands."""
     r = result.record
@@ -43,21 +87,12 @@ def fit_report(result) -> str:
             f"- BFMI (min over chains): {st.get('bfmi_min')}",
             f"- Problems: {'; '.join(d.get('problems', [])) or 'none'}",
             f"- Notes: {'; '.join(d.get('notes', [])) or 'none'}"]
-    loo = d.get("loo") or {}
-    if loo.get("elpd_loo") is not None:
-        out.append(f"- PSIS-LOO (leave one subject out): elpd_loo {loo['elpd_loo']:.1f} "
-                   f"(SE {loo.get('se', float('nan')):.1f}), p_loo {loo.get('p_loo', 0):.1f}")
-    lo = d.get("loo_by_observation") or {}
-    if lo.get("elpd_loo") is not None:
-        out.append(f"- PSIS-LOO (leave one observation out): elpd_loo {lo['elpd_loo']:.1f} "
-                   f"(SE {lo.get('se', float('nan')):.1f})")
+    out += _loo_lines(d)
     sh = d.get("shrinkage") or {}
     if sh:
         out.append("- eta-shrinkage: " + ", ".join(
             f"{k} {v:.0%}" for k, v in sh.items() if v is not None))
-    ppc = d.get("ppc") or {}
-    if ppc.get("coverage_90") is not None:
-        out.append(f"- Posterior predictive 90% interval coverage: {ppc['coverage_90']:.3f}")
+    out += _coverage_lines(d)
     est = r.get("estimands") or {}
     if est.get("synergy"):
         sy = est["synergy"]
