@@ -391,6 +391,10 @@ def _assemble(spec, data, problem, idata, prior, progress):
     })
     if prior is not None:
         idata.add_groups({"prior": prior.prior})
+    from . import diagnostics as dg
+
+    _log("post-processing: population predictive draws (new etas)", progress)
+    dg.add_population_predictive(problem, idata, seed=spec.sampler.seed + 1)
     del az
     return idata
 
