@@ -1,7 +1,8 @@
 """The synergy parametrisation of the triplet fit (``[model] synergy = "kio_m"``, issue 16).
 
 The sampler moves on (log KIO, log M), M = KIO*(1 + PSI), instead of (log KIO, PSI), and the
-mu-referenced eta of KIO is centred at ``log(KIO*(1 + PSI))`` for the subjects on anlotinib.
+mu-referenced eta of KIO is centred at ``log(KIO*(1 + PSI))`` for the subjects on anlotinib and
+durvalumab (the triplet arm).
 Oracles: the declared prior of PSI truncated to PSI > -1 (scipy.stats.truncnorm) and of KIO
 (scipy.stats.lognorm); the existing parametrisation's log density (itself tested against scipy
 in test_fit_likelihood.py) plus the change-of-variables Jacobian log(1 + PSI) and the
@@ -43,6 +44,7 @@ def _raw(synergy=None, **arms):
     if synergy is not None:
         raw["model"]["synergy"] = synergy
     raw["simulate"]["arms"] = arms or {"triplet": 3, "durvalumab_ep": 3, "anlotinib_ep": 2}
+    raw["simulate"]["days"] = 252                     # a short grid: a fast test
     return raw
 
 
@@ -60,7 +62,8 @@ def pair():
         masks = {e: np.ones(n, bool) for e in old.etas} | {"eta_KIO": mask}
         m_old, _ = build_model(old, problem, masks)
         m_new, info = build_model(new, problem, masks)
-    on = np.any(problem.extra["drivers"]["anlotinib"] > 0, axis=1)
+    drv = problem.extra["drivers"]
+    on = np.any(drv["anlotinib"] > 0, axis=1) & np.any(drv["durvalumab"] > 0, axis=1)
     return dict(old=old, new=new, data=data, m_old=m_old, m_new=m_new, info=info, mask=mask,
                 on=on)
 
@@ -114,7 +117,7 @@ def _old_point(new_pt, on, mask):
 
 def test_log_density_equal_after_jacobian(pair):
     """log p_new(log KIO, log M, phi') = log p_old(log KIO, PSI, phi) + log(1 + PSI)
-    - log P(PSI > -1), phi = phi' - log(1 + PSI) for centred subjects on anlotinib (a shift
+    - log P(PSI > -1), phi = phi' - log(1 + PSI) for centred subjects on the triplet (a shift
     of unit Jacobian), at random points including PSI from -0.95 to 4; to 1e-10."""
     lp_new, lp_old = pair["m_new"].compile_logp(), pair["m_old"].compile_logp()
     on, mask = pair["on"], pair["mask"]

@@ -11,8 +11,9 @@ backend, numpyro, blackjax, PyMC's NUTS) therefore differentiates the same compi
 Synergy (``[model] synergy = "kio_m"``, the default for a tumour card with KIO and PSI): the
 sampler moves on ``log KIO`` and ``log_M``, M = KIO*(1 + PSI) the typical immune kill at full
 VEGF suppression, instead of PSI (:func:`synergy_psi`); the mu-referenced eta of KIO is centred,
-for the subjects on a VEGF inhibitor, at ``mu + log(1 + PSI)``. Both are exact reparametrisations
-of the same posterior (PSI truncated to PSI > -1); only the sampler's geometry changes.
+for the subjects on anlotinib and durvalumab, at ``mu + log(1 + PSI)``. Both are exact
+reparametrisations of the same posterior (PSI truncated to PSI > -1); only the sampler's geometry
+changes.
 
 Failed solves: a non-finite prediction makes the log-likelihood ``-inf`` (a rejected proposal);
 each such evaluation is counted in :data:`FAILURES` through a host callback.
@@ -273,15 +274,17 @@ def synergy_psi(spec: Spec, kio, inits: dict):
 
 def _vegf_shift(spec: Spec, problem: Problem, psi):
     """``(etas, shift)``: the mu-referenced etas of KIO's expression and, per subject,
-    ``log(1 + PSI)`` for subjects whose regimen has a VEGF inhibitor (anlotinib), else 0; or
-    None. Centring those subjects' phi at ``mu + log(1 + PSI)`` makes phi the log of their own
-    immune kill under VEGF suppression, which the data inform, instead of KIO_i alone."""
+    ``log(1 + PSI)`` for subjects whose regimen has both the VEGF inhibitor (anlotinib) and the
+    PD-L1 antibody (durvalumab), else 0; or None. Centring those subjects' phi at
+    ``mu + log(1 + PSI)`` makes phi the log of their own immune kill under VEGF suppression,
+    which the data inform, instead of KIO_i alone."""
     import pytensor.tensor as pt
-    drv = (problem.extra or {}).get("drivers", {}).get("anlotinib")
+    drivers = (problem.extra or {}).get("drivers", {})
     ind = spec.individual.get("KIO")
-    if drv is None or ind is None:
+    if "anlotinib" not in drivers or "durvalumab" not in drivers or ind is None:
         return None
-    on = np.asarray(np.any(np.asarray(drv) > 0, axis=1), float)
+    on = np.asarray(np.any(np.asarray(drivers["anlotinib"]) > 0, axis=1)
+                    & np.any(np.asarray(drivers["durvalumab"]) > 0, axis=1), float)
     etas = {e for e in ind.names if e.startswith("eta_")}
     if not on.any() or not etas:
         return None
