@@ -283,21 +283,13 @@ def _cmd_trial(a) -> int:
 
 
 def _trial_sources(a) -> dict:
-    """run_trial/compare keywords of --card, --posterior and --success."""
-    from .trial.sources import population_draws, prior_draws, with_prior
-
-    out = {"card": a.card, "success": a.success}
+    """run_trial/compare keywords of --card, --posterior, --prior, --set and --success."""
+    out = {"success": a.success}
     if a.set_params:
         out["params"] = _pairs(a.set_params, "--set")
-    if a.posterior:
-        draws = population_draws(a.posterior, a.card)
-        if out["card"] is None and "card" in draws.attrs:
-            out["card"] = draws.attrs["card"]          # a calibration's own card
+    out["card"], draws = _card_and_draws(a)
+    if draws is not None:
         out["draws"] = draws
-    if a.prior:
-        card = out["card"] or _scenario_card(a)
-        out["draws"] = (with_prior(out["draws"], card, a.prior, a.seed) if "draws" in out
-                        else prior_draws(card, a.prior, seed=a.seed))
     return out
 
 
@@ -306,24 +298,35 @@ def _optimise_sources(a) -> dict:
     a posterior table gives --draws rows after a seeded shuffle (optimise.subsample_draws)."""
     from .errors import SpecError
     from .trial.optimise import subsample_draws
-    from .trial.sources import population_draws, prior_draws, with_prior
 
     if not 1 <= a.draws <= 1000:
         raise SpecError(f"draws = {a.draws} must be a whole number from 1 to 1,000. Fix: e.g. "
                         "--draws 20")
-    out = {"card": a.card, "params": _pairs(a.set_params, "--set") if a.set_params else None}
-    draws = None
+    card, draws = _card_and_draws(a, n_prior=a.draws,
+                                  subsample=lambda d: subsample_draws(d, a.draws, a.seed))
+    return {"card": card, "params": _pairs(a.set_params, "--set") if a.set_params else None,
+            "draws_table": draws}
+
+
+def _card_and_draws(a, *, n_prior: int | None = None, subsample=None):
+    """The tumour card and the population draws of --card, --posterior and --prior: a
+    calibration's own card unless --card is given; ``subsample`` thins a posterior table
+    before --prior replaces columns; ``n_prior``: rows of a table drawn from the priors alone."""
+    from .trial.sources import population_draws, prior_draws, with_prior
+
+    card, draws = a.card, None
     if a.posterior:
         draws = population_draws(a.posterior, a.card)
-        if out["card"] is None and "card" in draws.attrs:
-            out["card"] = draws.attrs["card"]          # a calibration's own card
-        draws = subsample_draws(draws, a.draws, a.seed)
+        if card is None and "card" in draws.attrs:
+            card = draws.attrs["card"]                 # a calibration's own card
+        if subsample is not None:
+            draws = subsample(draws)
     if a.prior:
-        card = out["card"] or _scenario_card(a)
-        draws = (with_prior(draws, card, a.prior, a.seed) if draws is not None
-                 else prior_draws(card, a.prior, n=a.draws, seed=a.seed))
-    out["draws_table"] = draws
-    return out
+        base = card or _scenario_card(a)
+        draws = (with_prior(draws, base, a.prior, a.seed) if draws is not None
+                 else prior_draws(base, a.prior, seed=a.seed,
+                                  **({"n": n_prior} if n_prior else {})))
+    return card, draws
 
 
 def _scenario_card(a) -> str:

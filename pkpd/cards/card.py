@@ -247,11 +247,13 @@ class Card:
         return dict(self.raw.get("residual", {}))
 
     def with_values(self, values: Mapping[str, float] | None = None,
-                    omega2: Mapping[str, float] | None = None) -> Card:
+                    omega2: Mapping[str, float] | None = None,
+                    residual: Mapping[str, object] | None = None) -> Card:
         """A copy of this card with other typical values and/or IIV variances.
 
         ``values``: ``{parameter: typical value}``; ``omega2``: ``{parameter: variance of its
-        eta}`` (the parameter must have an ``[iiv.NAME]`` table; the type is kept). The copy is
+        eta}`` (the parameter must have an ``[iiv.NAME]`` table; the type is kept);
+        ``residual``: entries that replace those of the ``[residual]`` table. The copy is
         validated like a card file (domains, variances >= 0); its ``sha256`` is over the
         modified content (canonical JSON), so it differs from the file's whenever a value does.
         Raises :class:`~pkpd.errors.ModelError` on an unknown name or a bad value.
@@ -271,6 +273,8 @@ class Card:
                     raise ModelError(f"card {self.name}: {what} {k} = {v!r} is not a finite "
                                      "number. Fix: give a number")
                 raw[table][k][key] = float(v)
+        if residual:
+            raw.setdefault("residual", {}).update(residual)
         _validate(raw, f"card {self.name} (modified copy)")
         sha = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
         return Card(name=self.name, path=self.path, raw=raw, sha256=sha)

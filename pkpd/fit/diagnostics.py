@@ -731,20 +731,6 @@ def _pit_and_quantiles(rep: np.ndarray, obs: np.ndarray, q: np.ndarray, chunk: i
     return pit, qv, n_bad
 
 
-class _NumpyOps:
-    """The operations of an ``[individual]`` expression, in numpy (see ``Expr.evaluate``)."""
-
-    exp = staticmethod(np.exp)
-    log = staticmethod(np.log)
-    sqrt = staticmethod(np.sqrt)
-    abs = staticmethod(np.abs)
-    minimum = staticmethod(np.minimum)
-    maximum = staticmethod(np.maximum)
-    where = staticmethod(np.where)
-    eq = staticmethod(np.equal)
-    neq = staticmethod(np.not_equal)
-
-
 def _omega_cholesky(spec, post: xr.Dataset) -> np.ndarray:
     """Cholesky factor of Omega per posterior draw, ``(sample, n_eta, n_eta)`` in the order of
     ``spec.etas``: a diagonal eta's SD from ``omega_sd``; an LKJ block from its SDs and
@@ -786,7 +772,7 @@ def _population_parameters(problem, post: xr.Dataset, rng: np.random.Generator) 
         env.update({e: eta[:, :, k] for k, e in enumerate(spec.etas)})
     cols = []
     for pname in problem.parameters:
-        val = spec.individual[pname].evaluate(env, _NumpyOps) if pname in spec.individual \
+        val = spec.individual[pname].evaluate(env, np) if pname in spec.individual \
             else env[pname]
         cols.append(np.broadcast_to(np.asarray(val, float), (n_s, n)))
     return np.stack(cols, axis=2)

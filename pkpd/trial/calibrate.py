@@ -223,7 +223,7 @@ def load_calibration(path: str | os.PathLike) -> CalibrationSpec:
     card = load_card(cal["card"])
     residual = _residual(raw.get("residual"), card, where)
     if residual:
-        card = _card_with_residual(card, residual)
+        card = card.with_values(residual=residual)
     names, prior, logs = _parameters(raw, card, where)
     settings = _settings(cal, where)
     return CalibrationSpec(
@@ -255,15 +255,6 @@ def _residual(table, card: Card, where: str) -> dict:
         raise SpecError(f"{where}: [residual] prop_sd and add_sd are both 0. Fix: keep a "
                         "measurement error (e.g. prop_sd = 0.041, add_sd = 1.7)")
     return {**out, "source": str(table["source"])}
-
-
-def _card_with_residual(card: Card, residual: dict) -> Card:
-    from copy import deepcopy
-
-    raw = deepcopy(card.raw)
-    raw["residual"].update(residual)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
-    return Card(name=card.name, path=card.path, raw=raw, sha256=digest)
 
 
 _DEFAULTS = dict(particles=200, alpha=0.5, tolerance=0.5, min_acceptance=0.02,
