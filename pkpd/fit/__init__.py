@@ -9,6 +9,7 @@ See docs/fitting.md for the spec format; the committed reference results are in 
 """
 
 from .data import FitData, read_fit_data
+from .kfold import compare_models  # kfold() is pkpd.fit.kfold.kfold (named like its module)
 from .model import FAILURES, build_model
 from .problem import Problem, build_problem
 from .run import SUMMARY_COLUMNS, FitResult, fit, load_fit, prepare
@@ -17,3 +18,4 @@ from .spec import RESIDUAL_MODELS, SAMPLERS, Spec, load_spec
 __all__ = ["fit", "load_fit", "prepare", "load_spec", "Spec", "FitResult", "FitData",
            "read_fit_data", "Problem", "build_problem", "build_model", "FAILURES",
            "SUMMARY_COLUMNS", "RESIDUAL_MODELS", "SAMPLERS"]
+__all__ += ["compare_models"]
