@@ -38,6 +38,9 @@ class FitData:
     events: object = None            # EventTable for PK fits
     obs_row: np.ndarray | None = None   # source ROW of each used observation
     meta: dict = field(default_factory=dict)
+    #: time-varying exposure records {"subject", "time" (model unit, shifted), "value"}, sorted
+    #: by subject then time; None unless [model] exposure = { column = ... }
+    exposure: dict | None = None
 
     @property
     def n_obs(self) -> int:
@@ -171,8 +174,8 @@ def _require(df: pd.DataFrame, cols, where: str):
 def long_table(df: pd.DataFrame, spec) -> FitData:
     """One row per observation: subject key column(s), time, dv, optional flag and arm."""
     d = spec.data
-    _require(df, [*d.subject, d.time, d.dv, d.flag, d.arm, *d.covariates, *d.filter],
-             f"data file {d.path}")
+    _require(df, [*d.subject, d.time, d.dv, d.flag, d.arm, *d.covariates, *d.filter,
+                  *_extra_columns(spec)], f"data file {d.path}")
     attrs = dict(df.attrs)
     df = df.reset_index(drop=True)
     df.attrs.update(attrs)
@@ -235,9 +238,74 @@ def long_table(df: pd.DataFrame, spec) -> FitData:
     if d.arm:
         arms = list(df[d.arm].astype(str).groupby(subj).first().loc[first])
     rows["subject"] = subj
-    return FitData(subjects=list(first), obs_subject=inv, obs_time=t[idx] * fac, y=y[idx],
-                   censored=cens[idx], covariates=covs, arms=arms, rows=rows,
-                   obs_row=idx + 1, meta={"time_factor": fac})
+    scope = in_scope & ~dropped & np.isfinite(t)
+    origin = _long_origin(df, d, subj, t, idx, first, inv, scope)
+    ex = _exposure_column(spec)
+    exposure = None
+    if ex:
+        sel = scope & np.isin(subj, first)
+        e = _numbers(df, ex, sel, subj)
+        sel &= np.isfinite(e)
+        exposure = _exposure_records(list(first), np.array([pos.get(s, -1) for s in subj[sel]]),
+                                     t[sel], e[sel], origin, fac, ex, np.flatnonzero(sel) + 1)
+    return FitData(subjects=list(first), obs_subject=inv, obs_time=(t[idx] - origin[inv]) * fac,
+                   y=y[idx], censored=cens[idx], covariates=covs, arms=arms, rows=rows,
+                   obs_row=idx + 1, exposure=exposure,
+                   meta={"time_factor": fac, "time_zero": d.time_zero,
+                         "time_origin": origin})
+
+
+def _exposure_column(spec) -> str | None:
+    ex = getattr(spec, "exposure", None)
+    return ex.column if ex is not None and ex.kind == "column" else None
+
+
+def _extra_columns(spec) -> list[str]:
+    """Data columns the spec names outside [data]'s mapping: the exposure and time_zero ones."""
+    tz = spec.data.time_zero
+    return [c for c in (_exposure_column(spec), tz.get("column") if isinstance(tz, dict)
+                        else None) if c]
+
+
+def _exposure_records(names, sidx, time, value, origin, fac, column, rows) -> dict:
+    """Exposure records sorted by subject then time, times shifted to each subject's origin
+    and converted to the model unit."""
+    from .exposure import check_records
+    check_records(names, sidx, time, value, column, rows)
+    tt = (time - origin[sidx]) * fac
+    o = np.lexsort((tt, sidx))
+    return {"subject": sidx[o], "time": tt[o], "value": value[o]}
+
+
+def _long_origin(df, d, subj, t, idx, first, inv, scope) -> np.ndarray:
+    """Each subject's time origin (data time unit) under ``[data] time_zero``."""
+    n = len(first)
+    tz = d.time_zero
+    if tz == "data":
+        return np.zeros(n)
+    if tz == "first_observation":
+        lost = sorted(set(subj[scope]) - set(first))
+        if lost:
+            raise DataError("no observation is left for this subject after the spec's rules, "
+                            "so time_zero = 'first_observation' cannot place its records",
+                            subject=lost[0], fix="remove the subject's rows (a [data] filter), "
+                            "or use time_zero = { column = 'NAME' }")
+        origin = np.full(n, np.inf)
+        np.minimum.at(origin, inv, t[idx])
+        return origin
+    col = tz["column"]
+    v = pd.Series(_numbers(df, col, scope, subj)).groupby(subj).first()
+    return _per_subject(v, first, col)
+
+
+def _per_subject(v: pd.Series, first, col) -> np.ndarray:
+    per = v.reindex(list(first))
+    if per.isna().any():
+        s = per[per.isna()].index[0]
+        raise DataError(f"time_zero column {col} has no value for this subject", subject=s,
+                        column=col, fix=f"fill {col} (the subject's origin time, in the data's "
+                        "time unit) on at least one of its rows")
+    return per.to_numpy(float)
 
 
 def _flag_rules(d, flags, keep, y, cens, rows) -> None:
@@ -359,11 +427,56 @@ def _read_nonmem(spec) -> FitData:
                             fix="fill it on at least one record")
         covs[c] = v.loc[ids].to_numpy(float)
     fac = time_factor(d.time_unit, spec.time_unit)
-    return FitData(subjects=[str(s) for s in ids],
-                   obs_subject=np.array([pos[s] for s in obs["ID"]]),
-                   obs_time=obs["TIME"].to_numpy(float) * fac, y=yv, censored=cens,
-                   covariates=covs, rows=rows, sha256=_sha(d.path), events=table,
-                   obs_row=obs["ROW"].to_numpy(), meta={"time_factor": fac})
+    names = [str(s) for s in ids]
+    obs_s = np.array([pos[s] for s in obs["ID"]])
+    origin = _nonmem_origin(table, d, ids, obs, obs_s)
+    exposure = None
+    ex = _exposure_column(spec)
+    if ex:
+        _require(df, [ex], f"data file {d.path}")
+        e = table.numeric(ex)
+        tt = df["TIME"].to_numpy(float)
+        sel = np.isfinite(e) & np.isfinite(tt)
+        exposure = _exposure_records(names, np.array([pos[s] for s in df["ID"][sel]], int),
+                                     tt[sel], e[sel], origin, fac, ex,
+                                     df["ROW"].to_numpy()[sel])
+    return FitData(subjects=names, obs_subject=obs_s,
+                   obs_time=(obs["TIME"].to_numpy(float) - origin[obs_s]) * fac, y=yv,
+                   censored=cens, covariates=covs, rows=rows, sha256=_sha(d.path), events=table,
+                   obs_row=obs["ROW"].to_numpy(), exposure=exposure,
+                   meta={"time_factor": fac, "time_zero": d.time_zero, "time_origin": origin})
+
+
+def _nonmem_origin(table, d, ids, obs, obs_s) -> np.ndarray:
+    """Each subject's time origin (data time unit) under ``[data] time_zero``, NONMEM format."""
+    df = table.df
+    tz = d.time_zero
+    if tz == "data":
+        return np.zeros(len(ids))
+    if tz == "first_observation":
+        have = set(obs["ID"])
+        lost = [s for s in ids if s not in have]
+        if lost:
+            raise DataError("this subject has no observation record, so time_zero = "
+                            "'first_observation' cannot place its records", subject=lost[0],
+                            fix="remove the subject, or use time_zero = 'first_dose'")
+        origin = np.full(len(ids), np.inf)
+        np.minimum.at(origin, obs_s, obs["TIME"].to_numpy(float))
+        return origin
+    if tz == "first_dose":
+        doses = df[df["EVID"].isin([1, 4])]
+        v = doses.groupby("ID", sort=False)["TIME"].min()
+        missing = [s for s in ids if s not in v.index]
+        if missing:
+            raise DataError("this subject has no dose record (EVID 1 or 4), so time_zero = "
+                            "'first_dose' cannot place it", subject=missing[0],
+                            fix="add its dose records, remove the subject, or use "
+                            "time_zero = 'first_observation'")
+        return v.loc[ids].to_numpy(float)
+    col = tz["column"]
+    _require(df, [col], f"data file {d.path}")
+    v = pd.Series(table.numeric(col)).groupby(df["ID"].to_numpy(), sort=False).first()
+    return _per_subject(v, ids, col)
 
 
 def _nonmem_rows(table) -> pd.DataFrame:

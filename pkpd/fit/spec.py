@@ -125,6 +125,7 @@ class DataSpec:
     arm: str | None = None
     covariates: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict)
+    time_zero: object = "data"     # "data" | "first_observation" | "first_dose" | {column=NAME}
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Spec:
     regimens: dict = field(default_factory=dict)
     description: str = ""
     synergy: str = "kio_psi"        # "kio_psi" | "kio_m" (see SYNERGY)
+    exposure: object = None         # ExposureSpec of a TGI model's [model] exposure, or None
 
     @property
     def etas(self) -> list[str]:
@@ -253,11 +255,14 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
     residual = _residual(raw, path, card)
     sampler = _sampler(raw.get("sampler", {}), path)
     synergy = _synergy(model, path, kind, thetas)
+    exposure = _exposure(model, path, kind, ref)
+    _time_zero_applies(data, path, kind)
     spec = Spec(name=name, path=path, raw=raw, model_kind=kind, model_ref=ref,
                 time_unit=time_unit, parameters=params, thetas=thetas, fixed=fixed,
                 individual=individual, omegas=omegas, residual=residual, sampler=sampler,
                 data=data, card=card, regimens=dict(raw.get("regimens", {})),
-                description=str(fit.get("description", "")), synergy=synergy)
+                description=str(fit.get("description", "")), synergy=synergy,
+                exposure=exposure)
     _cross_check(spec)
     return spec
 
@@ -265,7 +270,7 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
 # ---- sections ---------------------------------------------------------------------------------
 _DATA_KEYS = {"path", "format", "subject", "time", "time_unit", "dv", "dv_unit", "filter", "flag",
               "flag_values", "zero", "missing", "lloq", "stop_at_progression", "arm",
-              "covariates"}
+              "covariates", "time_zero"}
 _LONG_ONLY = {"subject", "time", "dv", "filter", "flag", "flag_values", "zero", "missing", "lloq",
               "stop_at_progression", "arm"}
 
@@ -340,7 +345,68 @@ def _data_spec(d, path, raw) -> DataSpec:
                     flag=d.get("flag"), flag_values=dict(d.get("flag_values", {})), zero=zero,
                     missing=missing, lloq=lloq,
                     stop_at_progression=bool(d.get("stop_at_progression", False)),
-                    arm=d.get("arm"), covariates=tuple(covs), raw=dict(d))
+                    arm=d.get("arm"), covariates=tuple(covs), raw=dict(d),
+                    time_zero=_time_zero(d.get("time_zero", "data"), fmt, path))
+
+
+#: ``[data] time_zero`` values (besides ``{ column = NAME }``)
+TIME_ZERO = {"data": "times as in the file",
+             "first_observation": "each subject's first used observation is t = 0",
+             "first_dose": "each subject's first dose record (EVID 1 or 4) is t = 0 (format "
+                           "'nonmem')"}
+
+
+def _time_zero(tz, fmt, path):
+    """``[data] time_zero``: one of :data:`TIME_ZERO` or ``{ column = NAME }`` (a per-subject
+    column holding the time, in the data's time unit, that becomes t = 0)."""
+    w = _where(path, "data")
+    fix = ("Fix: time_zero = " + ", ".join(f"'{k}' ({v})" for k, v in TIME_ZERO.items())
+           + " or { column = 'NAME' } (a column holding each subject's origin time)")
+    if isinstance(tz, Mapping):
+        if set(tz) != {"column"} or not isinstance(tz["column"], str) or not tz["column"]:
+            raise SpecError(f"{w}: time_zero = {dict(tz)!r}. {fix}")
+        return {"column": tz["column"]}
+    if tz not in TIME_ZERO:
+        raise SpecError(f"{w}: time_zero = {tz!r} is unknown. {fix}")
+    if tz == "first_dose" and fmt != "nonmem":
+        raise SpecError(f"{w}: time_zero = 'first_dose' needs dose records (format 'nonmem'); "
+                        f"format {fmt!r} has none. Fix: use format 'nonmem', or time_zero = "
+                        "{ column = 'NAME' } with each subject's first-dose time in a column")
+    if tz != "data" and fmt == "simulate":
+        raise SpecError(f"{w}: time_zero applies to data files, not to format 'simulate'. "
+                        "Fix: remove it")
+    return tz
+
+
+def _time_zero_applies(data, path, kind) -> None:
+    if data.time_zero != "data" and kind in ("pk_model", "pk_card"):
+        raise SpecError(f"{_where(path, 'data')}: time_zero shifts observation times only, and "
+                        "a PK fit predicts from its dose records. Fix: remove time_zero and "
+                        "give the event table's TIME from the first dose")
+
+
+def _exposure(model, path, kind, ref):
+    """``[model] exposure`` (see :mod:`pkpd.fit.exposure`): only for a TGI library model that
+    takes an exposure, and required there."""
+    from .exposure import STEP_MODELS, parse_exposure
+    w = _where(path, "model")
+    given = model.get("exposure")
+    takes = kind == "tgi" and "exposure" in tgi.get_model(ref).inputs
+    if given is None:
+        if takes:
+            raise SpecError(f"{w}: the TGI model {ref!r} needs an exposure. Fix: exposure = 1.0 "
+                            "(constant), { column = 'CONC' } (a data column) or { card = "
+                            "'PK_CARD', regimen = '150 mg PO QD' }")
+        return None
+    if not takes:
+        raise SpecError(f"{w}: exposure applies to the TGI models that take one ("
+                        + ", ".join(n for n, m in tgi.TGI_MODELS.items() if "exposure" in m.inputs)
+                        + f"); this model is {ref!r}. Fix: remove exposure")
+    ex = parse_exposure(given, w, ref, path)
+    if ex.kind != "constant" and ref not in STEP_MODELS:
+        raise SpecError(f"{w}: a time-varying exposure is available for "
+                        f"{', '.join(STEP_MODELS)}. Fix: use a constant exposure = E")
+    return ex
 
 
 def _subject_columns(subject, path) -> tuple[str, ...]:
