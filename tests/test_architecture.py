@@ -37,6 +37,7 @@ LAYERS = [
     ("clinical", ["pkpd.clinical"]),
     ("survival", ["pkpd.survival"]),
     ("fit", ["pkpd.fit"]),
+    ("design", ["pkpd.design"]),
     ("trial", ["pkpd.trial"]),
     ("plots", ["pkpd.plots"]),
     # later layers go here, each in its own subpackage: safety, report
