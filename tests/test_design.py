@@ -16,6 +16,7 @@ import pytest
 
 from pkpd.design import (
     compare_designs,
+    driver_cache,
     fit_raw,
     load_design,
     replicate_seeds,
@@ -113,6 +114,31 @@ def test_base_must_simulate_and_exist(tmp_path):
                                                                   "phenobarbital.toml"))))
     with pytest.raises(SpecError, match="does not exist"):
         load_design(_write(tmp_path, GOOD.replace(str(BASE), "nothere.toml")))
+
+
+def test_driver_cache_gives_the_uncached_signals():
+    """Inside driver_cache the simulated trial is the same to the byte (data sha256), a shorter
+    horizon is the exact prefix of the cached longer one, and the bindings are restored."""
+    from pkpd.fit import recovery
+    from pkpd.fit.spec import load_spec
+    from pkpd.tumour import simulate
+    spec = load_spec(fit_raw(load_design(DESIGNS / "smoke.toml"), 0, 0))
+    original = simulate.patient_drivers
+    plain = recovery.simulate_data(spec)
+    with driver_cache() as cache:
+        assert simulate.patient_drivers is not original
+        cached = recovery.simulate_data(spec)
+        again = recovery.simulate_data(spec)
+        reg = dict(spec.regimens["triplet"])
+        short = simulate.patient_drivers(spec.card, reg, 120.0,
+                                         covariates=spec.raw["covariates"], step_day=1.0)
+    assert cache.misses == 3 and cache.hits == 4             # 3 arms, then all from the cache
+    assert simulate.patient_drivers is original and recovery.patient_drivers is original
+    assert plain.sha256 == cached.sha256 == again.sha256
+    direct = original(spec.card, reg, 120.0, covariates=spec.raw["covariates"], step_day=1.0)
+    for s in direct:
+        assert short[s].shape == direct[s].shape == (1, 120)
+        np.testing.assert_array_equal(short[s], direct[s])
 
 
 # ---- seeds ---------------------------------------------------------------------------------------

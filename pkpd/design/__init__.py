@@ -19,6 +19,7 @@ _EXPORTS = {
     "run": ("run_design", "run_replicate", "replicate_row"),
     "summary": ("summarise", "compare_designs", "read_results", "binomial_se", "FPR_MAX",
                 "COVERAGE_RANGE", "SUMMARY_COLUMNS", "RESULT_COLUMNS"),
+    "drivers": ("driver_cache",),
     "cli": ("add_parser", "main_cli"),
 }
 

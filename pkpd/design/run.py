@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..errors import PkpdError
 from ..io import atomic_write_csv, atomic_write_text
+from .drivers import driver_cache
 from .spec import Design, fit_raw, load_design, replicate_seeds
 from .summary import RESULT_COLUMNS, read_results, summarise
 
@@ -157,19 +158,20 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
     done = {(int(a), int(b)) for a, b in zip(df["truth_index"], df["replicate"])}
     rows = [df] if len(df) else []
     p = design.rule.parameter
-    for i, truth in enumerate(design.truths):
-        for r in range(R):
-            if (i, r) in done:
-                continue
-            row = run_replicate(design, i, r, out / "work")
-            rows.append(pd.DataFrame([row], columns=RESULT_COLUMNS))
-            df = pd.concat(rows, ignore_index=True).sort_values(["truth_index", "replicate"])
-            rows = [df]
-            atomic_write_csv(df, out / "results.csv", float_format="%.8g")
-            _log(f"{design.name}: truth {i + 1}/{len(design.truths)} ({p} = {truth[p]:g}), "
-                 f"replicate {r + 1}/{R}: P({p} > {design.rule.threshold:g}) = "
-                 f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
-                 f"{row['wall_s']:.0f} s", progress)
+    with driver_cache():
+        for i, truth in enumerate(design.truths):
+            for r in range(R):
+                if (i, r) in done:
+                    continue
+                row = run_replicate(design, i, r, out / "work")
+                rows.append(pd.DataFrame([row], columns=RESULT_COLUMNS))
+                df = pd.concat(rows, ignore_index=True).sort_values(["truth_index", "replicate"])
+                rows = [df]
+                atomic_write_csv(df, out / "results.csv", float_format="%.8g")
+                _log(f"{design.name}: truth {i + 1}/{len(design.truths)} ({p} = {truth[p]:g}), "
+                     f"replicate {r + 1}/{R}: P({p} > {design.rule.threshold:g}) = "
+                     f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
+                     f"{row['wall_s']:.0f} s", progress)
     work = out / "work"
     if work.is_dir() and not any(work.iterdir()):
         work.rmdir()
