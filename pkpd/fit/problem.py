@@ -159,14 +159,22 @@ def _tgi_predict(spec, data):
     from ..tumour import tgi
     model = tgi.get_model(spec.model_ref)
     names = list(model.parameters)
-    t = jnp.asarray(padded(data, data.obs_time))
+    t_pad = padded(data, data.obs_time)
+    t = jnp.asarray(t_pad)
     kw = {}
-    if "exposure" in spec.raw["model"]:          # constant exposure of the Claret-type models
-        kw["exposure"] = float(spec.raw["model"]["exposure"])
+    ex = getattr(spec, "exposure", None)
+    if ex is not None and ex.kind == "constant":   # constant exposure: the library's form
+        kw["exposure"] = ex.value
+    steps = None
+    if ex is not None and ex.kind != "constant":   # LOCF steps: exact per-segment closed form
+        from .exposure import exposure_steps, tgi_size_steps
+        steps = exposure_steps(spec, data, t_pad)
 
     @jax.jit
     def predict(P):
         q = {n: P[:, i, None] for i, n in enumerate(names)}
+        if steps is not None:
+            return tgi_size_steps(model, t, q, steps)
         return model.size(t, q, **kw)
 
     return predict
@@ -324,13 +332,90 @@ def _tumour_predict(spec, data):
 
     inv = jnp.asarray(inverse)
 
-    @jax.jit
-    def predict(P):
+    def exact(P):
         outs = [jax.vmap(one)(P[idx], dj, tj) for idx, dj, tj in parts]
         return jnp.concatenate(outs, axis=0)[inv]
 
-    return predict, {"drivers": drivers, "step_day": step, "days": days,
-                     "buckets": [(len(b), int(n)) for b, n in buckets]}
+    extra = {"drivers": drivers, "step_day": step, "days": days,
+             "buckets": [(len(b), int(n)) for b, n in buckets]}
+    predict = exact
+    if all(k in spec.fixed for k in SIGNAL_PARAMETERS) and _kill_table_wanted(spec):
+        predict, extra["kill_table"] = _tabulated(spec, parts, names, step, t_pad, exact)
+    return jax.jit(predict), extra
+
+
+#: the parameters log SLD depends on through the table, in the order of its Jacobian columns
+_TABLE_JAC_ORDER = ("BASE", "KG", "KCHEMO", "KAA", "KIO", "PSI", "LAMBDA")
+#: the largest error in log y (kill rates up to 1/day) the tabulated likelihood may have
+KILL_TABLE_TOLERANCE = 1e-8
+
+
+def _kill_table_wanted(spec) -> bool:
+    """``[model] kill_table`` (default true): tabulate the kill integrals when the signals are
+    fixed (:mod:`pkpd.fit.kill_tables`); false keeps the closed form at every evaluation."""
+    return bool(spec.raw.get("model", {}).get("kill_table", True))
+
+
+def _tabulated(spec, parts, names, step, t_pad, exact):
+    """The tabulated prediction (``lax.cond``: the closed form whenever a subject's LAMBDA is
+    outside the table), and its record for fit.json."""
+    from .kill_tables import build_kill_table
+    fixed = {k: float(spec.fixed[k]) for k in SIGNAL_PARAMETERS}
+    table = build_kill_table(parts, fixed["KE0C"], fixed["KV"], step, len(t_pad),
+                             t_pad.shape[1])
+    record = {"lambda_range_per_day": list(table.lam_range),
+              "panels": table.n_panels, "degree": table.degree,
+              "max_error_J_day": table.max_error, "max_error_logy": table.max_error_logy,
+              "used": bool(table.max_error_logy <= KILL_TABLE_TOLERANCE)}
+    if not record["used"]:
+        return exact, record
+    ix = {n: names.index(n) for n in ("BASE", "KG", "KCHEMO", "KAA", "KIO", "PSI", "LAMBDA")}
+    cols = jnp.asarray([ix[n] for n in _TABLE_JAC_ORDER])
+    tp = jnp.asarray(t_pad)
+
+    def fast_with_jacobian(P):
+        """SLD and the derivatives of log SLD in the parameters of ``_TABLE_JAC_ORDER``,
+        ``(n_subjects, n_obs, 7)``, in closed form: log y is linear in every parameter but
+        LAMBDA (module docstring of kill_tables). The signal parameters are constants of the
+        table: their derivatives are not computed (the fit holds them fixed)."""
+        lam = P[:, ix["LAMBDA"]]
+        j, dj_dx = table.both(lam)
+        kio, psi = P[:, ix["KIO"]], P[:, ix["PSI"]]
+        k = jnp.stack([P[:, ix["KCHEMO"]], P[:, ix["KAA"]], kio, kio * psi], -1)
+        ly = (jnp.log(P[:, ix["BASE"]])[:, None] + P[:, ix["KG"]][:, None] * tp
+              - jnp.einsum("ijk,ik->ij", j, k))
+        y = jnp.exp(ly)
+        dly = jnp.stack([jnp.broadcast_to(1.0 / P[:, ix["BASE"], None], tp.shape), tp,
+                         -j[..., 0], -j[..., 1], -j[..., 2] - psi[:, None] * j[..., 3],
+                         -kio[:, None] * j[..., 3],
+                         -jnp.einsum("ijk,ik->ij", dj_dx, k) / lam[:, None]], -1)
+        return y, dly
+
+    def exact_with_jacobian(P):
+        # subject i's SLD depends on row i only: one forward pass per parameter column
+        basis = jnp.eye(P.shape[1])[cols]
+        y = exact(P)
+
+        def column(e):
+            return jax.jvp(exact, (P,), (jnp.broadcast_to(e, P.shape),))[1] / y
+
+        return y, jnp.moveaxis(jax.vmap(column)(basis), 0, -1)
+
+    @jax.custom_jvp
+    def predict(P):
+        ok = table.in_range(P[:, ix["LAMBDA"]])
+        return jax.lax.cond(ok, lambda q: fast_with_jacobian(q)[0], exact, P)
+
+    @predict.defjvp
+    def _predict_jvp(primals, tangents):
+        # the branch runs on primal values only, so reverse mode never joins the two
+        # branches' residuals (the closed form's would be copied at every gradient)
+        (P,), (dP,) = primals, tangents
+        ok = table.in_range(P[:, ix["LAMBDA"]])
+        y, dly = jax.lax.cond(ok, fast_with_jacobian, exact_with_jacobian, P)
+        return y, y * jnp.einsum("ijk,ik->ij", dly, dP[:, cols])
+
+    return predict, record
 
 
 #: parameters the tumour model's drug signals depend on (the rest act on the tumour only)

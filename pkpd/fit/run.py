@@ -492,6 +492,8 @@ def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
         result, parts = _postprocess(spec, data, problem, model, batches, progress)
         result.path = dirs.out
         result.record = _record(spec, data, parts, timings, seeds, centring, t0)
+        if (problem.extra or {}).get("kill_table"):
+            result.record["model"]["kill_table"] = _jsonable(problem.extra["kill_table"])
         if data.meta.get("simulated"):
             from .recovery import recovery_check
             result.record["recovery"] = _jsonable(recovery_check(result, spec, data))

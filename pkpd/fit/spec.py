@@ -208,7 +208,7 @@ def load_spec(source, *, overrides: Mapping | None = None) -> Spec:
     fit = raw.get("fit", {})
     _keys(fit, {"name", "description", "source"}, _where(path, "fit"))
     _keys(raw.get("model", {}), {"tgi", "card", "pk", "absorption", "time_unit", "exposure",
-                                 "synergy"}, _where(path, "model"))
+                                 "synergy", "kill_table"}, _where(path, "model"))
     name = _fit_name(fit, path)
     model = raw.get("model")
     if not isinstance(model, Mapping):
