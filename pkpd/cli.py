@@ -530,7 +530,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_optimise(sub)
     _add_calibrate(sub)
+    _add_compare_models(sub)
     return p
+
+
+def _add_compare_models(sub) -> None:
+    p = sub.add_parser("compare-models", help="compare fitted models by k-fold / leave-one-"
+                       "patient-out cross-validation (refits each model k times)")
+    p.add_argument("folders", nargs="+", help="fit folders (fits/NAME) or specs of the models")
+    p.add_argument("--k", type=int, default=10, help="folds of patients (default 10; the "
+                   "number of patients gives leave-one-patient-out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and new etas")
+    p.add_argument("--draws", type=int, help="draws per chain of each refit")
+    p.add_argument("--tune", type=int, help="tuning steps per chain of each refit")
+    p.add_argument("--chains", type=int, help="chains of each refit")
+    p.add_argument("--out", help="results folder (resumable: finished folds are kept)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_compare_models)
+
+
+def _cmd_compare_models(a) -> int:
+    from .fit.kfold import main_cli
+    return main_cli(a)
 
 
 def _add_exposure(sub) -> None:

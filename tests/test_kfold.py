@@ -9,7 +9,6 @@ without growth.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import arviz as az
@@ -216,9 +215,8 @@ def test_compare_models_refuses_fits_of_different_data(tmp_path, capsys):
     assert sha_a != sha_b
     with pytest.raises(PkpdError, match=rf"data sha256 {sha_b[:12]} vs {sha_a[:12]}.*Fix"):
         kf.compare_models([a, b], k=3)
-    parser = argparse.ArgumentParser()
-    kf.add_parser(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(["compare-models", str(a), str(b), "--k", "3", "--quiet"])
+    from pkpd.cli import build_parser
+    args = build_parser().parse_args(["compare-models", str(a), str(b), "--k", "3", "--quiet"])
     capsys.readouterr()
     assert args.func(args) == 2
     out, err = capsys.readouterr()

@@ -8,14 +8,15 @@ Ctrl-C raises :class:`pkpd.errors.FitInterrupted` (completed batches kept; run a
 See docs/fitting.md for the spec format; the committed reference results are in fits/reference/.
 """
 
-from .data import FitData, read_fit_data
-from .kfold import compare_models  # kfold() is pkpd.fit.kfold.kfold (named like its module)
-from .model import FAILURES, build_model
-from .problem import Problem, build_problem
-from .run import SUMMARY_COLUMNS, FitResult, fit, load_fit, prepare
-from .spec import RESIDUAL_MODELS, SAMPLERS, Spec, load_spec
+from .._lazy import attach
 
-__all__ = ["fit", "load_fit", "prepare", "load_spec", "Spec", "FitResult", "FitData",
-           "read_fit_data", "Problem", "build_problem", "build_model", "FAILURES",
-           "SUMMARY_COLUMNS", "RESIDUAL_MODELS", "SAMPLERS"]
-__all__ += ["compare_models"]
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "data": ("FitData", "read_fit_data"),
+    "kfold": ("compare_models",),          # kfold() is pkpd.fit.kfold.kfold (its module's name)
+    "model": ("FAILURES", "build_model"),
+    "problem": ("Problem", "build_problem"),
+    "run": ("SUMMARY_COLUMNS", "FitResult", "fit", "load_fit", "prepare"),
+    "spec": ("RESIDUAL_MODELS", "SAMPLERS", "Spec", "load_spec"),
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

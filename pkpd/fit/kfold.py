@@ -26,7 +26,6 @@ Output folder (``out``)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -43,7 +42,7 @@ from ..io import atomic_write_csv, atomic_write_text
 from .data import FitData
 
 __all__ = ["kfold", "compare_models", "assign_folds", "holdout_elpd", "subset_data",
-           "KfoldResult", "COMPARE_COLUMNS", "add_parser", "main_cli"]
+           "KfoldResult", "COMPARE_COLUMNS", "main_cli"]
 
 #: columns of the comparison table (as arviz.compare, without weights)
 COMPARE_COLUMNS = ["model", "rank", "elpd_kfold", "se", "elpd_diff", "dse", "n_subjects", "k"]
@@ -585,27 +584,9 @@ def _table(results, labels, k) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # ---- command line -----------------------------------------------------------------------------
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add ``compare-models`` to an argparse subparsers object (``set_defaults(func=main_cli)``)."""
-    p = sub.add_parser("compare-models", help="compare fitted models by k-fold / leave-one-"
-                       "patient-out cross-validation (refits each model k times)")
-    p.add_argument("folders", nargs="+", help="fit folders (fits/NAME) or specs of the models")
-    p.add_argument("--k", type=int, default=10, help="folds of patients (default 10; the "
-                   "number of patients gives leave-one-patient-out)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds and new etas")
-    p.add_argument("--draws", type=int, help="draws per chain of each refit")
-    p.add_argument("--tune", type=int, help="tuning steps per chain of each refit")
-    p.add_argument("--chains", type=int, help="chains of each refit")
-    p.add_argument("--out", help="results folder (resumable: finished folds are kept)")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=main_cli)
-    return p
-
-
 def main_cli(args) -> int:
-    """Run ``pkpd compare-models``; prints the table. Errors: one line on stderr, exit 2
-    (130 on Ctrl-C, with the finished folds kept)."""
+    """Run ``pkpd compare-models`` (arguments: :func:`pkpd.cli.build_parser`); prints the
+    table. Errors: one line on stderr, exit 2 (130 on Ctrl-C, with the finished folds kept)."""
     cmd = getattr(args, "cmd", None) or "compare-models"
     overrides = {n: getattr(args, n) for n in ("chains", "tune", "draws")
                  if getattr(args, n, None) is not None}
