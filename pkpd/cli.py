@@ -531,7 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimise(sub)
     _add_calibrate(sub)
     _add_compare_models(sub)
+    _add_design(sub)
     return p
+
+
+def _add_design(sub) -> None:
+    from .design.cli import add_parser  # light: argparse only
+    add_parser(sub)
 
 
 def _add_compare_models(sub) -> None:
