@@ -25,6 +25,7 @@ extra, pystan, which the plain set-up leaves out)::
     .venv/bin/python bench/fit.py            # full: Stan 4 x (1000 + 1000), ~15-45 min on 2 cores
     .venv/bin/python bench/fit.py --quick    # smoke run: short chains everywhere
     .venv/bin/python bench/fit.py --skip-stan --skip-triplet
+    .venv/bin/python bench/fit.py --triplet-only     # the triplet fit alone (~15 min)
 
 The last line printed is one JSON object with the keys ess_per_s, ess_per_s_pm_ode,
 ratio_vs_pm_ode, ess_per_s_oak, ess_per_s_oak_stan, ratio_vs_stan, triplet_fit_minutes (null where
@@ -132,24 +133,31 @@ def pkpd_paths(quick: bool, skip_triplet: bool = False) -> dict:
         out.update(_pkpd_measure(res, "_oak"))
         out["elpd_loo_oak"] = (res.record["diagnostics"].get("loo_by_observation") or {}).get(
             "elpd_loo")
-    if skip_triplet:
-        out["triplet_fit_minutes"] = None
-    else:
-        # the issue's speed point: 4 chains, every population parameter at bulk ESS >= 400,
-        # in <= 15 minutes end to end; TRIPLET_FULL is the shortest schedule measured to reach
-        # that ESS (the reference spec itself samples 4 x (1000 + 3000))
-        c, w, d = TRIPLET_QUICK if quick else TRIPLET_FULL
-        trip = {"chains": c, "tune": w, "draws": d}
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            spec = load_spec(ROOT / "fits" / "triplet_recovery.toml", overrides=trip)
-            res = fit(spec, out=Path(tmp) / "trip", progress=False, write=False)
-            out["triplet_fit_minutes"] = (time.perf_counter() - t0) / 60.0
-            m = _pkpd_measure(res, "_triplet")
-            out["triplet_min_ess_bulk"] = m["min_ess_bulk_triplet"]
-            out["triplet_max_r_hat"] = m["max_r_hat_triplet"]
-            out["triplet_divergences"] = m["divergences_triplet"]
-            out["triplet_schedule"] = m["schedule_triplet"]
+    out.update({"triplet_fit_minutes": None} if skip_triplet else triplet_fit(quick))
+    return out
+
+
+def triplet_fit(quick: bool) -> dict:
+    """The triplet recovery fit's wall minutes end to end, minimum bulk ESS, maximum R-hat and
+    divergences (see :func:`pkpd_paths`)."""
+    from pkpd.fit import fit, load_spec
+
+    out: dict = {}
+    # the issue's speed point: 4 chains, every population parameter at bulk ESS >= 400,
+    # in <= 15 minutes end to end; TRIPLET_FULL is the shortest schedule measured to reach
+    # that ESS (the reference spec itself samples 4 x (1000 + 3000))
+    c, w, d = TRIPLET_QUICK if quick else TRIPLET_FULL
+    trip = {"chains": c, "tune": w, "draws": d}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        spec = load_spec(ROOT / "fits" / "triplet_recovery.toml", overrides=trip)
+        res = fit(spec, out=Path(tmp) / "trip", progress=False, write=False)
+        out["triplet_fit_minutes"] = (time.perf_counter() - t0) / 60.0
+        m = _pkpd_measure(res, "_triplet")
+        out["triplet_min_ess_bulk"] = m["min_ess_bulk_triplet"]
+        out["triplet_max_r_hat"] = m["max_r_hat_triplet"]
+        out["triplet_divergences"] = m["divergences_triplet"]
+        out["triplet_schedule"] = m["schedule_triplet"]
     return out
 
 
@@ -211,7 +219,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--stan-json", type=Path,
                     help="reuse a saved `python -m bench._stan_oak --json FILE` result "
                          "instead of running Stan")
+    ap.add_argument("--triplet-only", action="store_true",
+                    help="only time the triplet recovery fit (no baselines, no ratios)")
     args = ap.parse_args(argv)
+    if args.triplet_only:
+        trip = triplet_fit(args.quick)
+        for k, v in trip.items():
+            print(f"  pkpd {k} = {v}")
+        out = {k: trip.get(k) for k in JSON_KEYS} | {
+            k: trip[k] for k in ("triplet_min_ess_bulk", "triplet_max_r_hat",
+                                 "triplet_divergences")}
+        print(json.dumps(out))
+        return out
 
     stan = None
     if args.stan_json is not None:
