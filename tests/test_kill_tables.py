@@ -136,15 +136,15 @@ def test_loglik_and_gradient_agree(problems, outside):
     rng = np.random.default_rng(5)
     cols = [names.index(n) for n in ESTIMATED]
     r = {"add": 2.0, "prop": 0.1}
+    grads = [jax.jit(jax.value_and_grad(lambda P, r, prob=prob: prob.loglik(P, r)[0],
+                                        argnums=(0, 1))) for prob in (fast, exact)]
     for trial in range(5):
         P = _fill_fixed(_random_P(names, data.n_subjects, rng), names, spec)
         if outside:
             P[trial % data.n_subjects, names.index("LAMBDA")] = (1e-7, 20.0)[trial % 2]
         P = jnp.asarray(P)
         out = []
-        for prob in (fast, exact):
-            f = jax.jit(jax.value_and_grad(lambda P, r, prob=prob: prob.loglik(P, r)[0],
-                                           argnums=(0, 1)))
+        for f in grads:
             v, (gP, gr) = f(P, r)
             out.append((float(v), np.asarray(gP)[:, cols], np.array([gr["add"], gr["prop"]])))
         (va, ga, ra), (vb, gb, rb) = out
