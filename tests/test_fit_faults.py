@@ -63,6 +63,17 @@ def tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _interruptible() -> None:
+    """In the child, before exec: SIGINT unblocked and at its default disposition, as a shell
+    starts a command. A child inherits the signal mask and ignored signals of the process that
+    starts it, and in a full test run something earlier in this pytest process (a library's
+    thread set-up, not pkpd) leaves SIGINT blocked or ignored: the child then never saw the
+    Ctrl-C these tests send (7 failures in the full suite, none when the module runs alone)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Fit:
     """``pkpd fit`` as a subprocess whose stderr is read line by line as it comes."""
 
@@ -73,7 +84,7 @@ class Fit:
         self.p = subprocess.Popen(
             [sys.executable, "-W", "ignore", "-m", "pkpd.cli", "fit", str(spec), "--out",
              str(out), *TINY, *extra], cwd=REPO, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_interruptible)
         self.lines: list[str] = []
         self._new = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -412,6 +423,7 @@ def test_pm_sample_swallowing_ctrl_c_is_still_an_interrupt(tmp_path, monkeypatch
     batch, a finished one is kept, and the fit stops either way."""
     import pymc as pm
 
+    _interruptible()        # this process must see the SIGINT it sends itself (see there)
     caught = []
 
     def swallowing_sample(**kw):
