@@ -138,6 +138,20 @@ def test_oak_nonfinite_prediction_is_minus_inf(oak):
     assert float(v) == -np.inf
     assert FAILURES.as_dict() == {"failed_evaluations": 1, "failed_predictions": n_k}
     FAILURES.reset()
+    # the same under jit with its gradient (the sampler's path), and vmapped over 3 points of
+    # which 2 fail: the (pure) callback is neither pruned nor run for the good point
+    f = loglik_function(problem)
+    vg = jax.jit(jax.value_and_grad(lambda P: f(P, jnp.asarray([0.2]))))
+    v, g = vg(jnp.asarray(P))
+    assert float(v) == -np.inf
+    assert FAILURES.as_dict() == {"failed_evaluations": 1, "failed_predictions": n_k}
+    FAILURES.reset()
+    good = np.tile([60.0, 0.5, 1.0], (n, 1))
+    batch = jnp.asarray(np.stack([P, good, P]))
+    vs = jax.jit(jax.vmap(lambda P: f(P, jnp.asarray([0.2]))))(batch)
+    assert np.isinf(np.asarray(vs)[[0, 2]]).all() and np.isfinite(np.asarray(vs)[1])
+    assert FAILURES.as_dict() == {"failed_evaluations": 2, "failed_predictions": 2 * n_k}
+    FAILURES.reset()
     # an overflowing proposal (huge growth rate) is also rejected, not raised
     P = np.tile([60.0, 0.5, 1.0], (n, 1))
     P[k, 2] = 1e4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -573,3 +574,32 @@ def test_expression_evaluator_matches_numpy():
     np.testing.assert_allclose(np.asarray(e.evaluate(env, jnp)), cases[e.text], rtol=1e-15)
     with pytest.raises(SpecError, match="unknown name 'zz'"):
         parse_expr("zz + 1", "t").evaluate(env, np)
+
+
+@needs_pheno
+def test_sampler_threads_setting():
+    raw = pheno_raw()
+    assert load_spec(raw).sampler.threads == "auto"
+    raw["sampler"]["threads"] = 1
+    assert load_spec(raw).sampler.threads == 1
+    for bad in (0, "two", 1.5, True):
+        raw["sampler"]["threads"] = bad
+        assert "threads must be" in spec_error(raw)
+
+
+def test_nutpie_threads_rule():
+    """``threads = "auto"``: one thread below AUTO_ONE_THREAD_MS per log density, else one per
+    chain (at most the CPUs); an integer is used as given, capped at the chains."""
+    from types import SimpleNamespace
+
+    from pkpd.fit import run as fr
+
+    def spec(threads):
+        return SimpleNamespace(sampler=SimpleNamespace(threads=threads))
+
+    cheap = {"logp_ms": fr.AUTO_ONE_THREAD_MS / 2}
+    dear = {"logp_ms": fr.AUTO_ONE_THREAD_MS * 2}
+    assert fr.nutpie_threads(spec("auto"), None, 4, dict(cheap)) == 1
+    assert fr.nutpie_threads(spec("auto"), None, 2, dict(dear)) == min(2, os.cpu_count() or 1)
+    assert fr.nutpie_threads(spec(3), None, 2, {}) == 2
+    assert fr.nutpie_threads(spec(1), None, 4, {}) == 1

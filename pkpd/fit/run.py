@@ -255,6 +255,13 @@ def _nutpie_run(compiled, poll: float = 0.2, **kw):
         raise
 
 
+#: ``threads = "auto"``: a batch's chains share one thread when one log density with its
+#: gradient costs less than this (ms). Measured (docs/fitting.md, "Performance notes"): at
+#: 0.04 ms (the 8-patient pm.ode problem) 2 chains took 2.5 s in one thread and 6.7 s in two,
+#: at 0.6 ms (the 120-patient triplet) 134 s in one and 91 s in two
+AUTO_ONE_THREAD_MS = 0.2
+
+
 def _compiled_nutpie(model, info, cache: dict):
     if "nutpie" not in cache:
         import nutpie
@@ -265,12 +272,43 @@ def _compiled_nutpie(model, info, cache: dict):
     return cache["nutpie"]
 
 
+def logp_ms(compiled, n: int = 30) -> float:
+    """Median milliseconds of one log density + gradient call of a compiled nutpie model, at
+    small perturbations of the origin of the unconstrained space (after one warm-up call)."""
+    f = compiled._make_logp_func()
+    rng = np.random.default_rng(0)
+    x = 0.1 * rng.standard_normal((n + 1, compiled.n_dim))
+    f(x[0])
+    times = []
+    for row in x[1:]:
+        t = time.perf_counter()
+        f(row)
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def nutpie_threads(spec: Spec, compiled, chains: int, cache: dict) -> int:
+    """Threads for a batch of ``chains`` nutpie chains (``[sampler] threads``); ``"auto"``: one
+    when the log density is cheaper than :data:`AUTO_ONE_THREAD_MS` (the chains then lose more
+    to contention for the interpreter than they gain), else one per chain up to the CPUs."""
+    want = spec.sampler.threads
+    if want != "auto":
+        return int(min(want, chains))
+    if "logp_ms" not in cache:
+        cache["logp_ms"] = logp_ms(compiled)
+    if cache["logp_ms"] < AUTO_ONE_THREAD_MS:
+        return 1
+    return int(max(1, min(chains, os.cpu_count() or 1)))
+
+
 def _sample_batch(spec: Spec, model, info, chains: int, seed: int, progress: bool,
                   cache: dict):
     s = spec.sampler
     if s.name == "nutpie":
-        return _nutpie_run(_compiled_nutpie(model, info, cache), chains=chains, tune=s.tune,
-                           draws=s.draws, seed=seed, cores=chains, progress_bar=progress,
+        compiled = _compiled_nutpie(model, info, cache)
+        cache["threads"] = nutpie_threads(spec, compiled, chains, cache)
+        return _nutpie_run(compiled, chains=chains, tune=s.tune,
+                           draws=s.draws, seed=seed, cores=cache["threads"], progress_bar=progress,
                            target_accept=s.target_accept, maxdepth=s.max_treedepth,
                            save_warmup=False, low_rank_modified_mass_matrix=s.low_rank)
     import pymc as pm
@@ -625,6 +663,8 @@ def _run_batches(spec: Spec, model, info, partial: Path, progress: bool):
                 "expressions for values that overflow, or run again (it resumes)")
         rec = {"batch": b, "chains": k, "seed": seed, "seconds": dt,
                "compile_s": cache.pop("compile_s", 0.0), **FAILURES.as_dict()}
+        if "threads" in cache:
+            rec.update(threads=cache["threads"], logp_ms=cache.get("logp_ms"))
         FAILURES.reset()
         ck = partial / f"batch{b}.nc"
         tmp = ck.with_suffix(".tmp.nc")

@@ -104,6 +104,7 @@ class Sampler:
     max_treedepth: int = 10
     chains_per_batch: int = 2      # checkpoint unit: a batch of chains runs in parallel
     low_rank: bool = False         # nutpie: low-rank modified mass matrix adaptation
+    threads: object = "auto"       # nutpie: threads a batch's chains share; "auto" or >= 1
 
 
 @dataclass(frozen=True)
@@ -653,7 +654,8 @@ def _sampler(s, path) -> Sampler:
     if extra:
         raise SpecError(f"{w}: unknown setting(s) {', '.join(sorted(extra))}. Fix: use "
                         f"{', '.join(sorted(known))}")
-    vals = {k: _sampler_value(k, v, w) for k, v in s.items()}
+    vals = {k: (_threads(v, w) if k == "threads" else _sampler_value(k, v, w))
+            for k, v in s.items()}
     out = Sampler(**vals)
     if out.name not in SAMPLERS:
         raise SpecError(f"{w}: sampler {out.name!r} is unknown. Fix: use one of "
@@ -667,6 +669,17 @@ def _sampler(s, path) -> Sampler:
         raise SpecError(f"{w}: target_accept must be in [0.5, 1); got {out.target_accept}. "
                         "Fix: e.g. target_accept = 0.8 (0.9-0.99 for difficult posteriors)")
     return out
+
+
+def _threads(v, w):
+    """``[sampler] threads``: "auto" or an integer >= 1."""
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise SpecError(f"{w}: threads must be \"auto\" or an integer >= 1; got {v!r}. Fix: "
+                        "threads = \"auto\" (1 thread for cheap models, one per chain otherwise)"
+                        " or e.g. threads = 2")
+    return int(v)
 
 
 def _sampler_value(k, v, w):
