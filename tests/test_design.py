@@ -227,7 +227,8 @@ def _fake_result(seed):
     x = rng.normal(0.3, 0.4, (2, 50))
     return SimpleNamespace(
         idata=SimpleNamespace(posterior={"PSI": SimpleNamespace(values=x)}),
-        summary=pd.DataFrame({"r_hat": [1.0, 1.02], "ess_bulk": [300.0, 90.0]}),
+        summary=pd.DataFrame({"r_hat": [1.0, 1.02], "ess_bulk": [300.0, 90.0]},
+                             index=["PSI", "omega_KIO"]),
         record={"diagnostics": {"sampler": {"n_divergent": 1}},
                 "failures": {"failed_evaluations": 2},
                 "recovery": {"onset_coverage": {"coverage": 0.75, "n": 12}},
@@ -271,6 +272,8 @@ def test_resume_skips_done_replicates(tmp_path, monkeypatch):
     assert res.loc[0, "lower"] == pytest.approx(np.quantile(x, 0.05), rel=1e-5)
     assert res.loc[0, "claim"] == (np.mean(x > 0) > 0.9)
     assert res["min_ess_bulk"].eq(90.0).all() and res["max_r_hat"].eq(1.02).all()
+    assert res["worst_parameter"].eq("omega_KIO").all()
+    assert res["r_hat_rule"].eq(1.0).all() and res["ess_bulk_rule"].eq(300.0).all()
     assert [t["n"] for t in s["truths"]] == [3, 3]
     run_design(design, out=out, progress=False)         # all done: nothing refitted
     assert len(calls) == 6

@@ -49,6 +49,14 @@ def _fit(spec, out: Path):
     return fit(spec, out=out, write=False, progress=False)
 
 
+def _stat(summ, parameter: str, column: str) -> float:
+    """``summ.loc[parameter, column]`` as a float (NaN where the summary lacks it)."""
+    try:
+        return float(summ.loc[parameter, column])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
 def replicate_row(design: Design, truth_index: int, replicate: int, result) -> dict:
     """One results row from a finished replicate fit (:class:`pkpd.fit.FitResult`)."""
     rule = design.rule
@@ -70,6 +78,9 @@ def replicate_row(design: Design, truth_index: int, replicate: int, result) -> d
         "claim": bool(p_gt > rule.probability),
         "max_r_hat": float(np.nanmax(summ["r_hat"].to_numpy(float))),
         "min_ess_bulk": float(np.nanmin(summ["ess_bulk"].to_numpy(float))),
+        "worst_parameter": str(summ["r_hat"].astype(float).idxmax()),
+        "r_hat_rule": _stat(summ, rule.parameter, "r_hat"),
+        "ess_bulk_rule": _stat(summ, rule.parameter, "ess_bulk"),
         "divergences": int((rec.get("diagnostics", {}).get("sampler") or {})
                            .get("n_divergent") or 0),
         "failed_evaluations": int((rec.get("failures") or {}).get("failed_evaluations") or 0),

@@ -38,8 +38,9 @@ COVERAGE_RANGE = (0.84, 0.96)
 RESULT_COLUMNS = [
     "design", "truth_index", "replicate", "parameter", "truth", "data_seed", "sampler_seed",
     "p_gt", "mean", "lower", "upper", "level", "covered", "claim", "max_r_hat", "min_ess_bulk",
-    "divergences", "failed_evaluations", "onset_coverage", "onset_n", "n_subjects", "n_obs",
-    "wall_s", "sampling_s", "pilot_s", "compile_s",
+    "worst_parameter", "r_hat_rule", "ess_bulk_rule", "divergences", "failed_evaluations",
+    "onset_coverage", "onset_n", "n_subjects", "n_obs", "wall_s", "sampling_s", "pilot_s",
+    "compile_s",
 ]
 
 SUMMARY_COLUMNS = ["design", "truth_index", "truth", "kind", "n", "n_claim", "p_claim",
