@@ -227,8 +227,8 @@ def _fake_result(seed):
     x = rng.normal(0.3, 0.4, (2, 50))
     return SimpleNamespace(
         idata=SimpleNamespace(posterior={"PSI": SimpleNamespace(values=x)}),
-        summary=pd.DataFrame({"r_hat": [1.0, 1.02], "ess_bulk": [300.0, 90.0]},
-                             index=["PSI", "omega_KIO"]),
+        summary=pd.DataFrame({"parameter": ["PSI", "omega_KIO"], "r_hat": [1.0, 1.02],
+                              "ess_bulk": [300.0, 90.0]}),
         record={"diagnostics": {"sampler": {"n_divergent": 1}},
                 "failures": {"failed_evaluations": 2},
                 "recovery": {"onset_coverage": {"coverage": 0.75, "n": 12}},
@@ -319,3 +319,23 @@ def test_smoke_design_end_to_end(tmp_path, capsys):
     assert main_cli(_args(str(DESIGNS / "smoke.toml"), "--out", str(out), "--replicates",
                           "1")) == 0
     assert (out / "results.csv").read_text() == before
+
+
+def test_workers_must_be_positive(tmp_path, capsys):
+    design = _write(tmp_path, GOOD)
+    assert main_cli(_args(str(design), "--out", str(tmp_path / "o"), "--workers", "0")) == 2
+    assert "workers = 0 must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_rows(tmp_path):
+    """Two worker processes (chains in one thread each) give the rows of the sequential run:
+    the draws do not depend on threads or processes. Only the timings differ."""
+    from pkpd.design import run_design
+    run_design(DESIGNS / "smoke.toml", out=tmp_path / "seq", replicates=1, progress=False)
+    run_design(DESIGNS / "smoke.toml", out=tmp_path / "par", replicates=1, progress=False,
+               workers=2)
+    a, b = (pd.read_csv(tmp_path / d / "results.csv") for d in ("seq", "par"))
+    timing = ["wall_s", "sampling_s", "pilot_s", "compile_s"]
+    pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    assert not (tmp_path / "par" / "work").exists()

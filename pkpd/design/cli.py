@@ -1,6 +1,7 @@
 """The ``pkpd design`` command: operating characteristics of a trial design.
 
-    pkpd design fits/designs/three_arm_40.toml [--out FOLDER] [--replicates R] [--json] [--quiet]
+    pkpd design fits/designs/three_arm_40.toml [--out FOLDER] [--replicates R] [--workers N]
+                [--json] [--quiet]
 
 Runs (or resumes) the design's replicate trials, writes results.csv, summary.json, summary.md and
 oc.png in the results folder, and prints the summary table (``--json``: summary.json instead).
@@ -26,6 +27,9 @@ def add_parser(sub):
                    "design); a rerun resumes it, skipping finished replicates")
     p.add_argument("--replicates", type=int, help="replicate trials per truth (default: the "
                    "spec's [design] replicates)")
+    p.add_argument("--workers", type=int, default=1, help="replicate fits at a time, each in "
+                   "its own process with its chains in one thread (default 1; use the number "
+                   "of free cores)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=main_cli)
@@ -39,7 +43,8 @@ def main_cli(args) -> int:
     from .summary import summary_markdown
     try:
         summary = run_design(args.spec, out=args.out, replicates=args.replicates,
-                             progress=not getattr(args, "quiet", False))
+                             progress=not getattr(args, "quiet", False),
+                             workers=getattr(args, "workers", 1))
     except FitInterrupted as exc:
         print(f"pkpd design: interrupted; finished replicates are kept in results.csv and the "
               f"running fit's completed batches are checkpointed ({exc}); run the same command "

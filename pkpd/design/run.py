@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import PkpdError
+from ..errors import FitInterrupted, PkpdError
 from ..io import atomic_write_csv, atomic_write_text
 from .drivers import driver_cache
 from .spec import Design, fit_raw, load_design, replicate_seeds
@@ -49,10 +49,15 @@ def _fit(spec, out: Path):
     return fit(spec, out=out, write=False, progress=False)
 
 
+def _by_parameter(summ):
+    """The fit summary indexed by parameter name (its ``parameter`` column where it has one)."""
+    return summ.set_index("parameter") if "parameter" in summ.columns else summ
+
+
 def _stat(summ, parameter: str, column: str) -> float:
-    """``summ.loc[parameter, column]`` as a float (NaN where the summary lacks it)."""
+    """The summary's ``column`` for ``parameter`` as a float (NaN where it lacks it)."""
     try:
-        return float(summ.loc[parameter, column])
+        return float(_by_parameter(summ).loc[parameter, column])
     except (KeyError, TypeError, ValueError):
         return float("nan")
 
@@ -78,7 +83,7 @@ def replicate_row(design: Design, truth_index: int, replicate: int, result) -> d
         "claim": bool(p_gt > rule.probability),
         "max_r_hat": float(np.nanmax(summ["r_hat"].to_numpy(float))),
         "min_ess_bulk": float(np.nanmin(summ["ess_bulk"].to_numpy(float))),
-        "worst_parameter": str(summ["r_hat"].astype(float).idxmax()),
+        "worst_parameter": str(_by_parameter(summ)["r_hat"].astype(float).idxmax()),
         "r_hat_rule": _stat(summ, rule.parameter, "r_hat"),
         "ess_bulk_rule": _stat(summ, rule.parameter, "ess_bulk"),
         "divergences": int((rec.get("diagnostics", {}).get("sampler") or {})
@@ -94,12 +99,18 @@ def replicate_row(design: Design, truth_index: int, replicate: int, result) -> d
     }
 
 
-def run_replicate(design: Design, truth_index: int, replicate: int, work: Path) -> dict:
-    """Simulate and fit one replicate trial; its results row (wall time included)."""
+def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
+                  threads: int | None = None) -> dict:
+    """Simulate and fit one replicate trial; its results row (wall time included).
+    ``threads``: the fit's ``[sampler] threads`` (default: the design's, else "auto"); it
+    changes the wall time, not the draws."""
     from ..fit.folders import FitFolders, remove_ours
     from ..fit.spec import load_spec
     t0 = time.perf_counter()
-    spec = load_spec(fit_raw(design, truth_index, replicate))
+    raw = fit_raw(design, truth_index, replicate)
+    if threads is not None:
+        raw["sampler"]["threads"] = int(threads)
+    spec = load_spec(raw)
     dirs = FitFolders.at(work / spec.name)
     result = _fit(spec, dirs.out)
     row = replicate_row(design, truth_index, replicate, result)
@@ -136,7 +147,8 @@ def _open_folder(design: Design, out: Path) -> pd.DataFrame:
     return read_results(out)
 
 
-def run_design(spec_or_path, out=None, replicates: int | None = None, progress: bool = True):
+def run_design(spec_or_path, out=None, replicates: int | None = None, progress: bool = True,
+               workers: int = 1):
     """Estimate a design's operating characteristics: for each truth, ``replicates`` simulated
     trials (new patients, etas, residuals and sampler seeds), each fitted with the design's
     short sampler schedule; then :func:`pkpd.design.summary.summarise`.
@@ -147,6 +159,9 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
     out : results folder (default ``<design folder>/<name>``); rerunning resumes it
     replicates : replicates per truth (default: the design's ``replicates``)
     progress : print one line per replicate (truth, r/R, P(parameter > threshold), seconds)
+    workers : replicate fits at a time, each in its own process with its chains in one thread
+        (:mod:`pkpd.design.workers`); 1 (default) fits them one by one in this process. The
+        rows are the same either way (wall times aside).
 
     Returns
     -------
@@ -154,36 +169,89 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
 
     Raises
     ------
-    FitInterrupted : Ctrl-C; finished replicates are in results.csv, the running one's
-        completed chain batches are checkpointed; the same call resumes
+    FitInterrupted : Ctrl-C; finished replicates are in results.csv (with ``workers = 1`` the
+        running one's completed chain batches are checkpointed); the same call resumes
     PkpdError : a bad design, or a folder holding another design's results
     """
     design = spec_or_path if isinstance(spec_or_path, Design) else load_design(spec_or_path)
     R = design.replicates if replicates is None else int(replicates)
     if R < 1:
         raise PkpdError(f"replicates = {replicates} must be >= 1. Fix: e.g. --replicates 5")
+    if int(workers) < 1:
+        raise PkpdError(f"workers = {workers} must be >= 1. Fix: e.g. --workers 2 (one per "
+                        "free core)")
     if out is None:
         out = (design.path.parent if design.path else Path("fits") / "designs") / design.name
     out = Path(os.path.abspath(os.fspath(out)))
     df = _open_folder(design, out)
     done = {(int(a), int(b)) for a, b in zip(df["truth_index"], df["replicate"])}
-    rows = [df] if len(df) else []
-    p = design.rule.parameter
-    with driver_cache():
-        for i, truth in enumerate(design.truths):
-            for r in range(R):
-                if (i, r) in done:
-                    continue
-                row = run_replicate(design, i, r, out / "work")
-                rows.append(pd.DataFrame([row], columns=RESULT_COLUMNS))
-                df = pd.concat(rows, ignore_index=True).sort_values(["truth_index", "replicate"])
-                rows = [df]
-                atomic_write_csv(df, out / "results.csv", float_format="%.8g")
-                _log(f"{design.name}: truth {i + 1}/{len(design.truths)} ({p} = {truth[p]:g}), "
-                     f"replicate {r + 1}/{R}: P({p} > {design.rule.threshold:g}) = "
-                     f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
-                     f"{row['wall_s']:.0f} s", progress)
+    todo = [(i, r) for i in range(len(design.truths)) for r in range(R) if (i, r) not in done]
+    table = _Results(design, out, df, R, progress)
+    if int(workers) == 1:
+        with driver_cache():
+            for i, r in todo:
+                table.add(run_replicate(design, i, r, out / "work"))
+    else:
+        _run_parallel(design, todo, out, int(workers), table)
     work = out / "work"
     if work.is_dir() and not any(work.iterdir()):
         work.rmdir()
     return summarise(out, replicates=R)
+
+
+class _Results:
+    """results.csv, rewritten atomically (sorted) after each finished replicate."""
+
+    def __init__(self, design: Design, out: Path, df: pd.DataFrame, R: int, progress: bool):
+        self.design, self.out, self.R, self.progress = design, out, R, progress
+        self.df = df
+
+    def add(self, row: dict) -> None:
+        new = pd.DataFrame([row], columns=RESULT_COLUMNS)
+        parts = [self.df, new] if len(self.df) else [new]
+        self.df = pd.concat(parts, ignore_index=True).sort_values(["truth_index", "replicate"])
+        atomic_write_csv(self.df, self.out / "results.csv", float_format="%.8g")
+        d, p = self.design, self.design.rule.parameter
+        i, r = int(row["truth_index"]), int(row["replicate"])
+        _log(f"{d.name}: truth {i + 1}/{len(d.truths)} ({p} = {d.truths[i][p]:g}), "
+             f"replicate {r + 1}/{self.R}: P({p} > {d.rule.threshold:g}) = "
+             f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
+             f"{row['wall_s']:.0f} s", self.progress)
+
+
+def _run_parallel(design: Design, todo: list, out: Path, workers: int, table: _Results) -> None:
+    """Fit ``todo``'s replicates in ``workers`` spawned processes, writing each row as it
+    finishes. Ctrl-C or a failed replicate ends the workers; finished rows stay."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from .workers import fit_one, init_worker
+    if not todo:
+        return
+    _log(f"{design.name}: {len(todo)} replicate fit(s) in {workers} worker processes",
+         table.progress)
+    ex = ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
+                             mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futs = [ex.submit(fit_one, design, i, r, out / "work") for i, r in todo]
+        for fut in as_completed(futs):
+            table.add(fut.result())
+    except KeyboardInterrupt:
+        _stop(ex)
+        raise FitInterrupted(f"{len(table.df)} replicate(s) finished in {out / 'results.csv'}; "
+                             "the running ones start again on resume") from None
+    except BaseException:
+        _stop(ex)
+        raise
+    ex.shutdown(wait=True)
+
+
+def _stop(ex) -> None:
+    """End a process pool now: cancel what has not started and terminate the workers."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
