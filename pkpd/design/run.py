@@ -233,7 +233,7 @@ def _run_parallel(design: Design, todo: list, out: Path, workers: int, table: _R
     ex = ProcessPoolExecutor(max_workers=workers, initializer=init_worker,
                              mp_context=multiprocessing.get_context("spawn"))
     try:
-        futs = [ex.submit(fit_one, design, i, r, out / "work") for i, r in todo]
+        futs = [ex.submit(fit_one, run_replicate, design, i, r, out / "work") for i, r in todo]
         for fut in as_completed(futs):
             table.add(fut.result())
     except KeyboardInterrupt:

@@ -34,12 +34,14 @@ def init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def fit_one(design, truth_index: int, replicate: int, work) -> dict:
-    """One replicate's results row, fitted in this worker (chains in one thread)."""
+def fit_one(run_replicate, design, truth_index: int, replicate: int, work) -> dict:
+    """One replicate's results row, fitted in this worker (chains in one thread).
+
+    ``run_replicate`` is :func:`pkpd.design.run.run_replicate`, passed in (pickled by name) so
+    that this module does not import the module that imports it."""
     if "cache" not in _STATE:
         from .drivers import driver_cache
         cm = driver_cache()
         cm.__enter__()                       # kept for the worker's lifetime
         _STATE["cache"] = cm
-    from .run import run_replicate
     return run_replicate(design, truth_index, replicate, work, threads=1)
