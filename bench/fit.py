@@ -87,8 +87,8 @@ def pkpd_paths(quick: bool, skip_triplet: bool = False) -> dict:
       the spec's own schedule, 4 x (1000 + 2500); the pilot run of ``centered = "auto"`` counts
       as sampling time;
     - the 120-patient triplet recovery fit (``fits/triplet_recovery.toml``) at
-      ``TRIPLET_FULL`` = 4 x (1000 + 3000), the spec's own schedule (2000 draws left
-      omega_KCHEMO at R-hat 1.014 in the 2026-12-07 run), total
+      ``TRIPLET_FULL`` = 4 x (1000 + 3000), the spec's own schedule (2000 draws left one
+      population parameter at R-hat 1.014 in the 2026-12-07 run), total
       wall minutes including data simulation, the centring pilot, compilation and
       post-processing, with its minimum bulk ESS, maximum R-hat and divergences.
     """
