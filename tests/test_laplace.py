@@ -14,7 +14,14 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from pkpd.errors import PkpdError, SpecError
-from pkpd.fit.laplace import LABEL, laplace_fit, laplace_rows, newton_modes
+from pkpd.fit.laplace import (
+    LABEL,
+    importance_rows,
+    laplace_fit,
+    laplace_rows,
+    newton_modes,
+    proposal_draws,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,6 +99,81 @@ def test_gradient_matches_central_differences_linear_and_nonlinear():
             if h is _h_linear:
                 exact = (_exact_linear(u + e).sum() - _exact_linear(u - e).sum()) / (2 * step)
                 assert grad[k] == pytest.approx(exact, rel=1e-6, abs=1e-6)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _importance(h, u, X, df):
+    """Importance estimate per row and its weights' ESS, with the row modes (jitted whole:
+    eagerly, each small operation compiles on its own)."""
+    E = newton_modes(h, u, jnp.zeros(X.shape[1:]), 100, 0.1, 1e-12)
+    rows, ess = importance_rows(h, E, u, X, df=df, return_ess=True)
+    return rows, ess, E
+
+
+def test_importance_marginal_is_exact_for_the_gaussian_model():
+    """Gaussian integrand and Gaussian proposal at the exact mode and curvature: every
+    importance weight equals the marginal, so the estimate is exact (1e-8) with any number of
+    draws; with the Student-t proposal (df 5) it is unbiased, within 3 Monte Carlo SEs."""
+    u = jnp.asarray(_U)
+    rows = np.asarray(_importance(_h_linear, u, proposal_draws(0, 4, _N, 2, df=None), None)[0])
+    np.testing.assert_allclose(rows, _exact_linear(_U), rtol=0, atol=1e-8)
+    rows, ess, _ = _importance(_h_linear, u, proposal_draws(1, 2000, _N, 2, df=5.0), 5.0)
+    se = 1.0 / np.sqrt(np.asarray(ess))          # delta method: SE of log mean weight
+    assert np.all(np.abs(np.asarray(rows) - _exact_linear(_U)) < 3 * se)
+
+
+def _h_skew(E, u):
+    """One patient, one eta, a strongly non-Gaussian integrand: a log-normal rate seen through
+    exp(-k t) at three noisy times (the Laplace error here is about 0.08 in log)."""
+    t = jnp.array([0.5, 2.0, 6.0])
+    y = jnp.array([0.55, 0.15, 0.02])
+    f = jnp.exp(-jnp.exp(u[0] + E[:, :1]) * t)
+    ll = jax.scipy.stats.norm.logpdf(y, f, jnp.exp(u[2]))
+    return jnp.sum(ll, axis=1) + jax.scipy.stats.norm.logpdf(E[:, 0], 0.0, jnp.exp(u[1]))
+
+
+def _quad_skew(u):
+    """The exact log marginal of :func:`_h_skew` by adaptive quadrature (scipy, numpy
+    integrand)."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+    t, y = np.array([0.5, 2.0, 6.0]), np.array([0.55, 0.15, 0.02])
+
+    def h(e):
+        f = np.exp(-np.exp(u[0] + e) * t)
+        return norm.logpdf(y, f, np.exp(u[2])).sum() + norm.logpdf(e, 0.0, np.exp(u[1]))
+
+    v = h(0.0)
+    val = quad(lambda e: np.exp(h(e) - v), -15, 15, points=[0.0], limit=400, epsabs=0,
+               epsrel=1e-11)[0]
+    return v + np.log(val)
+
+
+def test_importance_marginal_converges_where_laplace_is_off_and_its_gradient_is_exact():
+    """Non-Gaussian integrand: Laplace is off the quadrature oracle by more than 0.02, the
+    importance estimate with 2 x 4000 draws is within 4 Monte Carlo SEs of it, and the
+    gradient of the (fixed-draw) estimate matches its central differences to 1e-6."""
+    u = np.array([np.log(0.8), np.log(2.0), np.log(0.3)])
+    exact = _quad_skew(u)
+    E = _importance(_h_skew, jnp.asarray(u), proposal_draws(0, 1, 1, 1), 5.0)[2]
+    lap = float(jax.jit(functools.partial(laplace_rows, _h_skew))(E, jnp.asarray(u))[0])
+    assert abs(lap - exact) > 0.02
+    est, ess, _ = _importance(_h_skew, jnp.asarray(u), proposal_draws(2, 4000, 1, 1), 5.0)
+    assert abs(float(est[0]) - exact) < 4.0 / np.sqrt(float(ess[0]))
+    X = proposal_draws(3, 64, 1, 1)
+
+    @jax.jit
+    def total(v):
+        E = jax.lax.stop_gradient(newton_modes(_h_skew, v, jnp.zeros((1, 1)), 100, 0.1, 1e-12))
+        return jnp.sum(importance_rows(_h_skew, E, v, X))
+
+    grad = np.asarray(jax.grad(total)(jnp.asarray(u)))
+    step = 1e-5
+    for k in range(3):
+        e = np.zeros(3)
+        e[k] = step
+        fd = (float(total(jnp.asarray(u + e))) - float(total(jnp.asarray(u - e)))) / (2 * step)
+        assert grad[k] == pytest.approx(fd, rel=1e-6, abs=1e-6), k
 
 
 def _raw():
