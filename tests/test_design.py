@@ -61,7 +61,7 @@ def _write(tmp_path, text, name="d.toml"):
 def test_every_committed_design_loads():
     names = {p.stem: load_design(p) for p in DESIGNS.glob("*.toml")}
     assert set(names) == {"single_arm_120", "three_arm_40", "three_arm_240", "three_arm_480",
-                          "maintenance", "smoke"}
+                          "maintenance", "smoke", "sbc_three_arm_40"}
     assert sum(names["three_arm_480"].arms.values()) == 480
     assert sum(names["three_arm_240"].arms.values()) == 240
     assert names["single_arm_120"].arms == {"triplet": 120}

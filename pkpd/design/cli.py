@@ -57,5 +57,9 @@ def main_cli(args) -> int:
         from .summary import _jsonable
         print(json.dumps(_jsonable(summary), indent=1))
     else:
-        print(summary_markdown(summary))
+        if summary.get("kind") == "sbc":
+            from .sbc import sbc_markdown
+            print(sbc_markdown(summary["design"], summary))
+        else:
+            print(summary_markdown(summary))
     return 0

@@ -114,6 +114,12 @@ def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
     dirs = FitFolders.at(work / spec.name)
     result = _fit(spec, dirs.out)
     row = replicate_row(design, truth_index, replicate, result)
+    if design.sbc:
+        from .sbc import prior_draw, sbc_columns
+        pop = prior_draw(spec, row["data_seed"])[1]
+        truth = pop[design.rule.parameter]
+        row.update(truth=truth, covered=bool(row["lower"] <= truth <= row["upper"]),
+                   **sbc_columns(result, pop, design.level))
     row["wall_s"] = time.perf_counter() - t0
     remove_ours(dirs.partial, "partial")
     return row
@@ -207,13 +213,15 @@ class _Results:
         self.df = df
 
     def add(self, row: dict) -> None:
-        new = pd.DataFrame([row], columns=RESULT_COLUMNS)
+        # SBC rows carry truth_/pit_/rank_/covered_ columns per parameter after the standard ones
+        new = pd.DataFrame([row], columns=RESULT_COLUMNS + [k for k in row
+                                                            if k not in RESULT_COLUMNS])
         parts = [self.df, new] if len(self.df) else [new]
         self.df = pd.concat(parts, ignore_index=True).sort_values(["truth_index", "replicate"])
         atomic_write_csv(self.df, self.out / "results.csv", float_format="%.8g")
         d, p = self.design, self.design.rule.parameter
         i, r = int(row["truth_index"]), int(row["replicate"])
-        _log(f"{d.name}: truth {i + 1}/{len(d.truths)} ({p} = {d.truths[i][p]:g}), "
+        _log(f"{d.name}: truth {i + 1}/{len(d.truths)} ({p} = {row['truth']:.3g}), "
              f"replicate {r + 1}/{self.R}: P({p} > {d.rule.threshold:g}) = "
              f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
              f"{row['wall_s']:.0f} s", self.progress)

@@ -11,6 +11,8 @@ its ``[simulate]`` section for each replicate trial::
     description = "3 x 40 patients"
     arms = { triplet = 40, durvalumab_ep = 40, anlotinib_ep = 40 }   # replaces [simulate].arms
     truths = [{ PSI = 0.0 }, { PSI = 0.5 }, { PSI = 1.0 }]          # each merged into its truth
+    # truths = "prior": simulation-based calibration, each replicate's population parameters
+    # drawn from the base spec's priors (pkpd.design.sbc)
     replicates = 40                        # simulated trials per truth
     seed = 20261207                        # design seed (replicate seeds derive from it)
     level = 0.90                           # equal-tailed posterior interval judged for coverage
@@ -89,8 +91,17 @@ class Design:
     description: str = ""
     raw: dict = field(default_factory=dict)
 
+    @property
+    def sbc(self) -> bool:
+        """Simulation-based calibration: every replicate draws its truth from the priors
+        (``truths = "prior"``; :mod:`pkpd.design.sbc`)."""
+        return self.truths == ("prior",)
+
     def truth_value(self, i: int) -> float:
-        """True value of the rule's parameter under truth ``i``."""
+        """True value of the rule's parameter under truth ``i`` (NaN for ``"prior"``: each
+        replicate has its own)."""
+        if self.sbc:
+            return float("nan")
         return float(self.truths[i][self.rule.parameter])
 
     def fingerprint(self) -> str:
@@ -184,8 +195,11 @@ def _base(raw, path) -> tuple[dict, Path | None]:
 
 def _truths(d, where, rule, params) -> tuple:
     truths = d.get("truths")
+    if truths == "prior":
+        return ("prior",)
     if not isinstance(truths, list) or not truths:
-        raise SpecError(f"{where}: truths must be a non-empty list of tables. Fix: truths = "
+        raise SpecError(f"{where}: truths must be a non-empty list of tables, or \"prior\" "
+                        f"(simulation-based calibration). Fix: truths = "
                         f"[{{ {rule.parameter} = 0.0 }}, {{ {rule.parameter} = 0.5 }}]")
     out = []
     for k, t in enumerate(truths):
@@ -297,6 +311,14 @@ def fit_raw(design: Design, truth_index: int, replicate: int) -> dict:
     """The raw fit spec of one replicate trial (for :func:`pkpd.fit.load_spec`): the base with
     ``[simulate]`` arms, seed and truth, ``[regimens]`` and ``[sampler]`` replaced."""
     ds, ss = replicate_seeds(design.seed, truth_index, replicate)
-    return _merge(design.base_raw, design.arms, design.truths[truth_index], ds, ss,
-                  design.sampler, design.regimens,
-                  f"{design.name}_t{truth_index}_r{replicate:03d}")
+    truth = {} if design.sbc else design.truths[truth_index]
+    raw = _merge(design.base_raw, design.arms, truth, ds, ss, design.sampler, design.regimens,
+                 f"{design.name}_t{truth_index}_r{replicate:03d}")
+    if design.sbc:
+        from ..fit.spec import load_spec
+        from .sbc import prior_draw
+        sim, _ = prior_draw(load_spec(raw), ds)
+        raw["simulate"]["truth"].update(sim["truth"])
+        raw["simulate"]["omega"] = sim["omega"]
+        raw["simulate"]["residual"] = sim["residual"]
+    return raw

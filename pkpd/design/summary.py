@@ -146,6 +146,8 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
     if df.empty:
         raise PkpdError("no finished replicates to summarise. Fix: run the design first")
     name = str(meta.get("name") or df["design"].iloc[0])
+    if any(c.startswith("pit_") for c in df.columns):
+        return _summarise_sbc(df, name, meta, Path(out) if out is not None else folder, write)
     rule = meta.get("rule", {})
     thr = float(threshold if threshold is not None else rule.get("threshold", 0.0))
     rows = [_truth_row(name, i, g, thr) for i, g in df.groupby("truth_index", sort=True)]
@@ -167,6 +169,26 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
         atomic_write_text(target / "summary.json", json.dumps(_jsonable(summary), indent=1))
         atomic_write_text(target / "summary.md", summary_markdown(summary))
         plot_oc({name: rows}, target / "oc.png", par)
+    return summary
+
+
+def _summarise_sbc(df, name, meta, target, write) -> dict:
+    """A simulation-based calibration design (``truths = "prior"``): per-parameter calibration
+    (:func:`pkpd.design.sbc.summarise_sbc`) instead of per-truth operating characteristics;
+    writes summary.json, summary.md and sbc.png."""
+    from .sbc import plot_sbc, sbc_markdown, summarise_sbc
+    level = float(df["level"].iloc[0])
+    s = summarise_sbc(df, level)
+    summary = {"design": name, "kind": "sbc", "parameter": str(df["parameter"].iloc[0]),
+               "rule": meta.get("rule_text", ""), "level": level, **s,
+               "max_r_hat": float(np.nanmax(df["max_r_hat"].to_numpy(float))),
+               "divergences": int(df["divergences"].sum()),
+               "n_divergent_fits": int((df["divergences"] > 0).sum()),
+               "mean_wall_s": float(df["wall_s"].mean())}
+    if write and target is not None:
+        atomic_write_text(target / "summary.json", json.dumps(_jsonable(summary), indent=1))
+        atomic_write_text(target / "summary.md", sbc_markdown(name, summary))
+        plot_sbc(df, target / "sbc.png")
     return summary
 
 

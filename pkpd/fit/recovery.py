@@ -13,12 +13,16 @@ The ``[simulate]`` section of a spec::
     arms = { triplet = 40, durvalumab_ep = 40, anlotinib_ep = 40 }
     truth = { PSI = 0.5 }       # overrides of the card's typical values
     iiv = ["BASE", "KG", "KCHEMO", "KIO", "LAMBDA"]   # parameters with IIV (card omega2)
+    omega = { KIO = 0.8 }       # overrides of the card's IIV, as SDs of the etas
+    residual = { add_sd = 2.0, prop_sd = 0.1 }   # overrides of the card's residual error
 
 Patients get the card's typical PK (the fit conditions on the same drivers, sequential PK/PD),
 tumour parameters with log-normal (or additive) IIV from the card's variances, the card's
-residual error, and scans on the schedule until RECIST progression (+20% and +5 mm over the
-nadir; the PD scan is kept, later ones are not taken). The truth (population values, each
-patient's parameters, resistance onset, time to nadir, depth) is kept in ``FitData.meta``.
+residual error (or the ``omega`` and ``residual`` overrides: simulation-based calibration
+draws them from the fit's priors), and scans on the schedule until RECIST progression (+20%
+and +5 mm over the nadir; the PD scan is kept, later ones are not taken). The truth
+(population values, each patient's parameters, resistance onset, time to nadir, depth) is kept
+in ``FitData.meta``.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def simulate_data(spec) -> FitData:
                         "'sclc_triplet_tgi')")
     card = spec.card
     known = {"n", "seed", "days", "baseline_day", "scan_every_days", "scan_switch_day",
-             "scan_every_days_late", "arms", "truth", "iiv", "covariates"}
+             "scan_every_days_late", "arms", "truth", "iiv", "covariates", "omega",
+             "residual"}
     extra = set(sim) - known
     if extra:
         raise SpecError(f"[simulate]: unknown setting(s) {', '.join(sorted(extra))}. Fix: use "
@@ -81,10 +86,12 @@ def simulate_data(spec) -> FitData:
     for k in iiv:
         if k not in card_iiv:
             raise SpecError(f"[simulate] iiv: {k} has no IIV variance in card {card.name}")
+    omega_sd = _omega_sd(sim, iiv, card_iiv)
+    resid = _residual(sim, card.residual)
     arm_of = np.repeat(list(arms), list(arms.values()))
     params = {k: np.full(n, v) for k, v in typ.items()}
     for k in iiv:
-        eta = rng.normal(0.0, np.sqrt(float(card_iiv[k]["omega2"])), n)
+        eta = rng.normal(0.0, omega_sd[k], n)
         if card_iiv[k].get("type", "exp") == "add":
             params[k] = params[k] + eta
         else:
@@ -112,9 +119,7 @@ def simulate_data(spec) -> FitData:
 
     ipred, der = jax.jit(jax.vmap(one))(P, dj)
     ipred = np.asarray(ipred)
-    res = card.residual
-    sd = np.sqrt(float(res.get("add_sd", 0.0)) ** 2
-                 + (float(res.get("prop_sd", 0.0)) * ipred) ** 2)
+    sd = np.sqrt(resid.get("add_sd", 0.0) ** 2 + (resid.get("prop_sd", 0.0) * ipred) ** 2)
     dv = np.maximum(ipred + sd * rng.standard_normal(ipred.shape), 0.0)
     subj = np.repeat(np.arange(n), len(times))
     t = np.tile(times, n)
@@ -138,8 +143,39 @@ def simulate_data(spec) -> FitData:
                    censored=np.zeros(int(keep.sum()), bool), arms=list(arm_of), rows=rows,
                    sha256=sha, obs_row=np.flatnonzero(keep) + 1,
                    meta={"simulated": True, "truth_population": typ, "iiv": iiv,
+                         "omega_sd": omega_sd, "residual": resid,
                          "truth_patients": patients, "frame": frame, "seed": seed,
                          "scan_days": times.tolist()})
+
+
+def _omega_sd(sim: dict, iiv: list, card_iiv: dict) -> dict:
+    """SD of each simulated eta: ``[simulate] omega`` where given, else the card's omega2."""
+    given = dict(sim.get("omega", {}))
+    bad = [k for k in given if k not in iiv]
+    if bad:
+        raise SpecError(f"[simulate] omega: {bad} not among the IIV parameters {iiv}. Fix: add "
+                        "them to [simulate] iiv, or remove them")
+    out = {}
+    for k in iiv:
+        v = float(given[k]) if k in given else float(np.sqrt(float(card_iiv[k]["omega2"])))
+        if not np.isfinite(v) or v < 0:
+            raise SpecError(f"[simulate] omega: {k} = {v} must be an SD >= 0")
+        out[k] = v
+    return out
+
+
+def _residual(sim: dict, card_res: dict) -> dict:
+    """Residual SDs ``add_sd`` (mm) and ``prop_sd``: ``[simulate] residual`` over the card's."""
+    given = dict(sim.get("residual", {}))
+    bad = sorted(set(given) - {"add_sd", "prop_sd"})
+    if bad:
+        raise SpecError(f"[simulate] residual: unknown key(s) {bad}. Fix: use add_sd, prop_sd")
+    out = {k: float(card_res[k]) for k in ("add_sd", "prop_sd") if k in card_res}
+    for k, v in given.items():
+        if not np.isfinite(float(v)) or float(v) < 0:
+            raise SpecError(f"[simulate] residual: {k} = {v} must be an SD >= 0")
+        out[k] = float(v)
+    return out
 
 
 def population_truth(spec, data: FitData) -> dict:
@@ -156,8 +192,10 @@ def population_truth(spec, data: FitData) -> dict:
         for e, name in zip(b.etas, b.names, strict=False):
             par = e.removeprefix("eta_")
             if par in iiv:
-                v = float(card_iiv[par]["omega2"])
+                sd = data.meta.get("omega_sd", {}).get(par)
+                v = float(card_iiv[par]["omega2"]) if sd is None else float(sd) ** 2
                 out[name] = v if b.report == "variance" else float(np.sqrt(v))
+    res = {**res, **data.meta.get("residual", {})}
     for role, key in (("add", "add_sd"), ("prop", "prop_sd")):
         if role in spec.residual.names and key in res:
             v = float(res[key])
