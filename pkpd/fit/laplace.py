@@ -22,7 +22,10 @@ parameters; ``log(1 + PSI)`` under ``synergy = "kio_m"``, the spec's parametrisa
 L-BFGS, takes the Hessian there by central differences of the gradient, and draws from the
 Gaussian on the unconstrained scale, transformed back. With ``importance=True`` the draws are
 reweighted to the Laplace-marginal posterior (Pareto-smoothed importance sampling; ``k_hat``
-reported) and resampled.
+reported) and resampled. With ``eta_draws = k`` each patient's marginal is importance sampled
+from the Laplace proposal instead (:func:`importance_rows`). Neither variant is within 0.25
+posterior SD of NUTS on OAK or the triplet recovery fit (docs/fitting.md): use NUTS for
+inference.
 
     from pkpd.fit.laplace import laplace_fit
     res = laplace_fit("fits/triplet_recovery.toml")
