@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pkpd.design import fit_raw, load_design, run_design
+from pkpd.design import compare_designs, fit_raw, load_design, run_design
 from pkpd.design import run as drun
 from pkpd.design.sbc import SBC_DRAWS, ecdf_band, prior_draw, sbc_columns, summarise_sbc
-from pkpd.errors import SpecError
+from pkpd.errors import PkpdError, SpecError
 from pkpd.fit.model import scipy_prior
 from pkpd.fit.recovery import population_truth, simulate_data
 from pkpd.fit.spec import load_spec
@@ -168,6 +168,8 @@ def test_sbc_design_runs_resumes_and_summarises(tmp_path, monkeypatch):
     assert "Simulation-based calibration" in (out / "summary.md").read_text()
     run_design(design, out=out, replicates=20, progress=False)       # resume: nothing refitted
     assert len(calls) == 20
+    with pytest.raises(PkpdError, match="simulation-based calibration"):
+        compare_designs([out])
 
 
 def test_sbc_columns_rank_and_pit():

@@ -263,6 +263,10 @@ def compare_designs(folders, out=None) -> pd.DataFrame:
     tables, par = {}, "PSI"
     for f in folders:
         s = summarise(f, write=False)
+        if s.get("kind") == "sbc":
+            raise PkpdError(f"{f} holds a simulation-based calibration (truths = \"prior\"), "
+                            "not operating characteristics at fixed truths. Fix: read its "
+                            "summary.md; compare OC designs only")
         if s["design"] in tables:
             raise PkpdError(f"design {s['design']} is given twice ({f}). Fix: give each once")
         tables[s["design"]] = s["truths"]
