@@ -122,6 +122,12 @@ def _parameters(df: pd.DataFrame) -> list[str]:
     return [c.removeprefix("pit_") for c in df.columns if c.startswith("pit_")]
 
 
+def _pit_ecdf(df: pd.DataFrame, name: str, grid: np.ndarray) -> np.ndarray:
+    """ECDF of parameter ``name``'s PITs on ``grid``."""
+    pit = df[f"pit_{name}"].to_numpy(float)
+    return np.mean(pit[None, :] <= grid[:, None], axis=1)
+
+
 def summarise_sbc(df: pd.DataFrame, level: float) -> dict:
     """SBC per parameter: ``n``, ``coverage`` with its binomial SE, the chi-square p-value of
     the ranks in :data:`SBC_BINS` bins, the largest ECDF excursion of the PITs from uniform and
@@ -135,8 +141,7 @@ def summarise_sbc(df: pd.DataFrame, level: float) -> dict:
     rows, flags = [], []
     se_nominal = math.sqrt(level * (1 - level) / n)
     for name in _parameters(df):
-        pit = df[f"pit_{name}"].to_numpy(float)
-        ecdf = np.mean(pit[None, :] <= grid[:, None], axis=1)
+        ecdf = _pit_ecdf(df, name, grid)
         ranks = df[f"rank_{name}"].to_numpy(int)
         bins = np.minimum(ranks * SBC_BINS // (SBC_DRAWS + 1), SBC_BINS - 1)
         counts = np.bincount(bins, minlength=SBC_BINS)
@@ -189,8 +194,7 @@ def plot_sbc(df: pd.DataFrame, path) -> object:
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), dpi=100,
                              sharex=True, sharey=True, squeeze=False)
     for ax, name in zip(axes.ravel(), names, strict=False):
-        pit = df[f"pit_{name}"].to_numpy(float)
-        ecdf = np.mean(pit[None, :] <= grid[:, None], axis=1)
+        ecdf = _pit_ecdf(df, name, grid)
         ax.fill_between(grid, lo - grid, hi - grid, color="0.85", lw=0)
         ax.step(grid, ecdf - grid, where="post", color="C0")
         ax.axhline(0, color="0.4", lw=0.6)

@@ -618,8 +618,8 @@ def laplace_fit(spec, data=None, *, draws: int = 2000, seed: int = 0,
     eta_draws, eta_df : int, float or None
         0: the Laplace marginal per patient. ``k > 0``: importance-sampled per-patient marginals
         (``2k`` fixed Student-t draws, ``eta_df`` degrees of freedom, from the Laplace
-        proposal); ``record["eta_ess"]`` gives the smallest and median effective sample size
-        of those weights at the mode. See :class:`LaplaceModel`.
+        proposal); ``record["marginal"]`` gives the smallest and median effective sample
+        size of those weights at the mode. See :class:`LaplaceModel`.
     problem : Problem, optional
         A built likelihood (skips building it; ``data`` must then be its data).
 
@@ -678,7 +678,8 @@ def _marginal_record(model: LaplaceModel, u, E) -> dict:
     sample sizes at the mode (smallest, median; of ``2k`` draws)."""
     if not model.eta_draws:
         return {"kind": "laplace"}
-    _, ess = model.marginal_rows(jnp.asarray(u), E, return_ess=True)
+    # one compiled call (op by op, the vmapped proposal draws take tens of seconds)
+    _, ess = jax.jit(lambda v, e: model.marginal_rows(v, e, return_ess=True))(jnp.asarray(u), E)
     ess = np.asarray(ess)
     return {"kind": "importance", "draws_per_patient": 2 * model.eta_draws,
             "df": model.eta_df, "ess_min": float(np.min(ess)),
