@@ -13,7 +13,6 @@ from .._lazy import attach
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "data": ("FitData", "read_fit_data"),
     "kfold": ("compare_models",),          # kfold() is pkpd.fit.kfold.kfold (its module's name)
-    "laplace": ("LaplaceResult", "laplace_fit"),
     "model": ("FAILURES", "build_model"),
     "problem": ("Problem", "build_problem"),
     "run": ("SUMMARY_COLUMNS", "FitResult", "fit", "load_fit", "prepare"),
