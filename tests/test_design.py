@@ -68,6 +68,23 @@ def test_every_committed_design_loads():
     assert names["smoke"].replicates == 5 and len(names["smoke"].truths) == 2
 
 
+def test_identification_of_each_committed_design():
+    """Only designs with arms on anlotinib without durvalumab and on durvalumab without
+    anlotinib separate PSI from KAA and KIO (pkpd.fit.estimands.synergy_identification)."""
+    status = {p.stem: load_design(p).identification()["status"]
+              for p in DESIGNS.glob("*.toml")}
+    assert status == {"single_arm_120": "confounded", "maintenance": "confounded",
+                      "three_arm_40": "identified", "three_arm_240": "identified",
+                      "three_arm_480": "identified", "smoke": "identified",
+                      "sbc_three_arm_40": "identified"}
+    single = load_design(DESIGNS / "single_arm_120.toml").identification()
+    assert single["groups"] == {"both": 120, "anlotinib_only": 0, "durvalumab_only": 0,
+                                "neither": 0}
+    assert "KAA only by their priors" in single["note"]
+    maint = load_design(DESIGNS / "maintenance.toml").identification()
+    assert maint["groups"]["both"] == maint["groups"]["durvalumab_only"] == 60
+
+
 def test_maintenance_anlotinib_starts_at_cycle_5():
     """The grammar's '; start D85' puts the first anlotinib dose on study day 85 (t = 84 d),
     after 4 cycles of EP + durvalumab (4 x 21 days); both arms get the same EP and durvalumab."""
@@ -206,6 +223,18 @@ def test_summarise_hand_computed(tmp_path):
         assert (tmp_path / f).stat().st_size > 0
     assert json.loads((tmp_path / "summary.json").read_text())["truths"][0]["n"] == 40
     assert "| hand | 0.5 | power | 0.300 ± 0.072 |" in (tmp_path / "summary.md").read_text()
+    assert "Design (" not in (tmp_path / "summary.md").read_text()   # no design.json here
+
+
+def test_summary_states_a_confounded_design(tmp_path):
+    df = pd.DataFrame(_rows(0, 0.0, 2, 40))
+    df.to_csv(tmp_path / "results.csv", index=False)
+    ident = load_design(DESIGNS / "single_arm_120.toml").identification()
+    (tmp_path / "design.json").write_text(json.dumps({"name": "hand", "identification": ident}))
+    s = summarise(tmp_path)
+    assert s["identification"]["status"] == "confounded"
+    md = (tmp_path / "summary.md").read_text()
+    assert "Design (confounded): no patient receives anlotinib without durvalumab (120" in md
 
 
 def test_compare_designs(tmp_path):

@@ -332,3 +332,34 @@ def test_coverage_of_the_true_parameters(table_a, drivers):
     shifted = {s: v + 1.0 for s, v in truth.items()}
     c = est.coverage(table_a, shifted)
     assert (c["n_covered"], c["missed"]) == (1, ["S1", "S2", "S4"])
+
+
+# ---- can the design identify PSI? -------------------------------------------------------------
+def test_exposure_groups_from_flags_and_drivers():
+    from pkpd.fit.estimands import exposure_groups
+    a = np.array([1, 1, 0, 0, 1], bool)
+    d = np.array([1, 0, 1, 0, 1], bool)
+    assert exposure_groups(a, d) == {"both": 2, "anlotinib_only": 1, "durvalumab_only": 1,
+                                     "neither": 1}
+    # driver arrays: exposed where any step is positive
+    A = np.zeros((5, 4))
+    A[a, 2] = 0.3
+    D = np.zeros((5, 4))
+    D[d, 0] = 0.9
+    assert exposure_groups(A, D) == exposure_groups(a, d)
+    with pytest.raises(DataError, match="4 anlotinib flags against 5 durvalumab"):
+        exposure_groups(a[:4], d)
+
+
+@pytest.mark.parametrize("groups, status, phrase", [
+    ({"both": 120}, "confounded", "KAA only by their priors"),
+    ({"both": 60, "durvalumab_only": 60}, "confounded", "anlotinib without durvalumab identif"),
+    ({"both": 40, "anlotinib_only": 40}, "weak", "on/off course of VEGF"),
+    ({"both": 40, "anlotinib_only": 40, "durvalumab_only": 40}, "identified", None),
+    ({"anlotinib_only": 40, "durvalumab_only": 40}, "absent", "posterior is its prior"),
+])
+def test_synergy_identification(groups, status, phrase):
+    from pkpd.fit.estimands import synergy_identification
+    out = synergy_identification(groups)
+    assert out["status"] == status
+    assert (out["note"] is None) if phrase is None else (phrase in out["note"])

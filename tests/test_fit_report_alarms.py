@@ -194,3 +194,24 @@ def test_report_md_labels_loo_and_both_coverages():
     ind = 100 * rec["diagnostics"]["ppc"]["coverage"]
     assert f"Individual predictive (each patient's own etas) 90% interval coverage: {ind:.1f}%" \
         in text
+
+
+def test_report_md_states_a_design_that_cannot_identify_psi():
+    """The synergy section carries the design note of a single-arm fit, and none for the
+    three-arm reference fit."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from pkpd.fit.estimands import synergy_identification
+    from pkpd.fit.report import fit_report
+
+    rec = json.loads((FITS / "reference/triplet_recovery/fit.json").read_text())
+    rec["estimands"]["synergy"]["identification"] = synergy_identification({"both": 120})
+    text = fit_report(SimpleNamespace(record=rec, summary=pd.DataFrame({"p": [1.0]})))
+    assert "Design: no patient receives anlotinib without durvalumab (120 on both)" in text
+    rec["estimands"]["synergy"]["identification"] = synergy_identification(
+        {"both": 40, "anlotinib_only": 40, "durvalumab_only": 40})
+    text = fit_report(SimpleNamespace(record=rec, summary=pd.DataFrame({"p": [1.0]})))
+    assert "## Synergy" in text and "Design:" not in text

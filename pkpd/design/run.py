@@ -149,7 +149,8 @@ def _open_folder(design: Design, out: Path) -> pd.DataFrame:
         "base": str(design.base_path) if design.base_path else None,
         "description": design.description, "arms": design.arms, "truths": list(design.truths),
         "seed": design.seed, "level": design.level, "rule": design.rule.__dict__,
-        "rule_text": design.rule.text(), "sampler": design.sampler}, indent=1))
+        "rule_text": design.rule.text(), "sampler": design.sampler,
+        "identification": design.identification()}, indent=1))
     return read_results(out)
 
 
@@ -193,6 +194,9 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
     done = {(int(a), int(b)) for a, b in zip(df["truth_index"], df["replicate"])}
     todo = [(i, r) for i in range(len(design.truths)) for r in range(R) if (i, r) not in done]
     table = _Results(design, out, df, R, progress)
+    ident = design.identification()
+    if ident and ident["note"]:
+        _log(f"{design.name}: {ident['status']}: {ident['note']}", progress)
     if int(workers) == 1:
         with driver_cache():
             for i, r in todo:

@@ -104,6 +104,23 @@ class Design:
             return float("nan")
         return float(self.truths[i][self.rule.parameter])
 
+    def identification(self) -> dict | None:
+        """Whether the arms can separate the synergy from the drugs' own effects
+        (:func:`pkpd.fit.estimands.synergy_identification`), from the drugs of each arm's
+        regimen; None when the rule's parameter is not PSI."""
+        if self.rule.parameter != "PSI":
+            return None
+        from ..fit.estimands import synergy_identification
+        known = {**self.base_raw.get("regimens", {}), **self.regimens}
+        groups = {"both": 0, "anlotinib_only": 0, "durvalumab_only": 0, "neither": 0}
+        for arm, n in self.arms.items():
+            drugs = set(known[arm])
+            a, d = "anlotinib" in drugs, "durvalumab" in drugs
+            key = ("both" if a and d else "anlotinib_only" if a else "durvalumab_only" if d
+                   else "neither")
+            groups[key] += int(n)
+        return synergy_identification(groups)
+
     def fingerprint(self) -> str:
         """SHA-256 of everything that defines a replicate's result: the base spec, arms, truths,
         seed, level, rule, sampler and regimens (not ``replicates``: more may be added later)."""

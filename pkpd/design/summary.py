@@ -163,7 +163,7 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
                          f"outside {COVERAGE_RANGE[0]}-{COVERAGE_RANGE[1]}")
     summary = {"design": name, "parameter": par, "rule": meta.get("rule_text", ""),
                "threshold": thr, "level": float(df["level"].iloc[0]), "truths": rows,
-               "flags": flags}
+               "flags": flags, "identification": meta.get("identification")}
     target = Path(out) if out is not None else folder
     if write and target is not None:
         atomic_write_text(target / "summary.json", json.dumps(_jsonable(summary), indent=1))
@@ -227,6 +227,9 @@ def summary_markdown(summary: dict) -> str:
             f"{100 * summary['level']:g}% equal-tailed. Monte Carlo SEs are binomial, "
             "sqrt(p(1-p)/R).", "", _table(summary["truths"], par)]
     text.append("Flags: " + ("; ".join(summary["flags"]) if summary["flags"] else "none") + "\n")
+    ident = summary.get("identification") or {}
+    if ident.get("note"):
+        text.append(f"Design ({ident['status']}): {ident['note']}.\n")
     return "\n".join(text)
 
 

@@ -16,6 +16,8 @@ Input contract (what the fitter writes):
 Functions:
 
 * :func:`synergy`: posterior summary of a population scalar and ``P(> 0)``, ``P(< 0)``;
+* :func:`synergy_identification`: whether a design's arms can separate the synergy from the
+  drugs' own effects (:func:`exposure_groups` counts the patients on each combination);
 * :func:`patient_estimands`: per-subject posterior quantiles of the derived quantities of
   :func:`pkpd.tumour.combination.derived` (resistance onset, time to nadir, depth, nadir,
   progression);
@@ -48,8 +50,8 @@ import pandas as pd
 from ..errors import DataError, ModelError
 from ..tumour import combination as cm
 
-__all__ = ["synergy", "patient_estimands", "derived_draws", "default_batch",
-           "population_onset", "coverage",
+__all__ = ["synergy", "synergy_identification", "exposure_groups", "patient_estimands",
+           "derived_draws", "default_batch", "population_onset", "coverage",
            "interval_columns", "quantile_inf"]
 
 #: grid cells (draw x subject x step) per vmapped batch when ``batch`` is not given; about 20
@@ -177,6 +179,63 @@ def synergy(idata, name: str = "PSI") -> dict:
                 sd=float(x.std(ddof=1)) if x.size > 1 else 0.0, median=float(q50),
                 q5=float(q5), q95=float(q95), p_gt_0=float(np.mean(x > 0)),
                 p_lt_0=float(np.mean(x < 0)))
+
+
+def exposure_groups(anlotinib, durvalumab) -> dict:
+    """Patients per exposure group from per-patient booleans (or driver arrays
+    ``(n_subject, n_steps)``, exposed where any value is positive): ``both``,
+    ``anlotinib_only``, ``durvalumab_only``, ``neither``."""
+    a, d = (np.asarray(x) for x in (anlotinib, durvalumab))
+    a = np.any(a > 0, axis=1) if a.ndim == 2 else a.astype(bool)
+    d = np.any(d > 0, axis=1) if d.ndim == 2 else d.astype(bool)
+    if a.shape != d.shape:
+        raise DataError(f"exposure_groups: {a.shape[0]} anlotinib flags against {d.shape[0]} "
+                        "durvalumab flags. Fix: one flag per patient for each drug")
+    return {"both": int(np.sum(a & d)), "anlotinib_only": int(np.sum(a & ~d)),
+            "durvalumab_only": int(np.sum(~a & d)), "neither": int(np.sum(~a & ~d))}
+
+
+def synergy_identification(groups: Mapping) -> dict:
+    """Can the design separate the synergy PSI from the drugs' own effects?
+
+    In the combination model the kill is ``KCHEMO B + KAA U + KIO O (1 + PSI U)``
+    (:mod:`pkpd.tumour.combination`). Durvalumab's PD-L1 engagement ``O`` saturates from the
+    first infusion (EC50D 0.533 ug/mL against concentrations of tens to hundreds of ug/mL at
+    1500 mg), and then ``KIO PSI O U`` has the time course of
+    ``KAA U``: PSI is told apart from KAA only by patients on anlotinib without durvalumab
+    (they fix KAA), and from KIO only by patients on durvalumab without anlotinib (they fix
+    KIO; otherwise only the on/off course of ``U`` separates them).
+
+    Parameters
+    ----------
+    groups : dict
+        :func:`exposure_groups` counts.
+
+    Returns
+    -------
+    dict
+        ``groups``, ``status`` ("identified", "weak", "confounded" or "absent") and ``note``
+        (one sentence for a report; None when identified).
+    """
+    b, a, d = (int(groups.get(k, 0)) for k in ("both", "anlotinib_only", "durvalumab_only"))
+    if b == 0:
+        status, note = "absent", (
+            "no patient receives both anlotinib and durvalumab: the data carry no information "
+            "on the synergy PSI, whose posterior is its prior")
+    elif a == 0:
+        status, note = "confounded", (
+            f"no patient receives anlotinib without durvalumab ({b} on both): once PD-L1 "
+            "engagement saturates, KIO*PSI*U is collinear with KAA*U, so PSI is separated from "
+            "KAA only by their priors (expect P(PSI > 0) to follow the priors, and no power); "
+            "an arm on anlotinib without durvalumab identifies KAA")
+    elif d == 0:
+        status, note = "weak", (
+            f"no patient receives durvalumab without anlotinib ({b} on both, {a} on anlotinib "
+            "only): KIO and KIO*PSI are separated only by the on/off course of VEGF "
+            "suppression; an arm on durvalumab without anlotinib identifies KIO")
+    else:
+        status, note = "identified", None
+    return {"groups": dict(groups), "status": status, "note": note}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -99,6 +99,9 @@ def fit_report(result) -> str:
         out += ["", "## Synergy", "",
                 f"PSI posterior mean {sy['mean']:.3g} (90% interval {sy['q5']:.3g} to "
                 f"{sy['q95']:.3g}); P(PSI > 0) = {sy['p_gt_0']:.3f}"]
+        note = (sy.get("identification") or {}).get("note")
+        if note:
+            out += ["", f"Design: {note}."]
     if est.get("population_onset"):
         po = est["population_onset"]
         out += ["", "## Resistance onset", "",

@@ -454,6 +454,10 @@ def _estimands(spec, problem, idata):
     out = {}
     if "PSI" in idata.posterior:
         out["synergy"] = es.synergy(idata, "PSI")
+        drivers = problem.extra["drivers"]
+        if "anlotinib" in drivers and "durvalumab" in drivers:
+            out["synergy"]["identification"] = es.synergy_identification(
+                es.exposure_groups(drivers["anlotinib"], drivers["durvalumab"]))
     table = es.patient_estimands(idata, problem.extra["drivers"],
                                  step_day=problem.extra["step_day"], seed=spec.sampler.seed)
     out["population_onset"] = es.population_onset(table)
