@@ -313,6 +313,70 @@ def test_resume_skips_done_replicates(tmp_path, monkeypatch):
         run_design(other, out=out, progress=False)
 
 
+def test_a_failed_fit_is_recorded_flagged_and_not_retried(tmp_path, monkeypatch):
+    """A replicate whose fit fails (here: the sampler cannot start) goes to failures.csv with
+    its seeds and error; the others finish; the summary counts and flags it; a rerun does not
+    refit it (the same seeds fail the same way)."""
+    from pkpd.design.summary import FAILURE_COLUMNS
+    from pkpd.errors import SolverError
+    design = _write(tmp_path, GOOD)
+    out = tmp_path / "out"
+    calls = []
+    bad_seed = replicate_seeds(7, 1, 2)[0]
+
+    def fit(spec, where):
+        calls.append(spec.raw["simulate"]["seed"])
+        if spec.raw["simulate"]["seed"] == bad_seed:
+            raise SolverError("nutpie stopped: Invalid initial point")
+        return _fake_result(spec.raw["sampler"]["seed"])
+
+    monkeypatch.setattr(drun, "_fit", fit)
+    s = run_design(design, out=out, progress=False)
+    res = pd.read_csv(out / "results.csv")
+    bad = pd.read_csv(out / "failures.csv")
+    assert list(bad.columns) == FAILURE_COLUMNS
+    assert list(zip(bad["truth_index"], bad["replicate"], bad["data_seed"])) == [(1, 2, bad_seed)]
+    assert bad["truth"].tolist() == [0.5]
+    assert bad["error"].iloc[0] == "SolverError: nutpie stopped: Invalid initial point"
+    assert len(res) == 5 and (1, 2) not in set(zip(res["truth_index"], res["replicate"]))
+    assert [t["n"] for t in s["truths"]] == [3, 2]
+    assert [t["n_failed_fits"] for t in s["truths"]] == [0, 1]
+    assert any(f.startswith("PSI = 0.5: 1 of 3 replicate fits failed") for f in s["flags"])
+    assert "1 of 3 replicate fits failed" in (out / "summary.md").read_text()
+    run_design(design, out=out, progress=False)
+    assert len(calls) == 6                              # nothing refitted, the failure neither
+
+
+def test_a_sampler_panic_becomes_a_solver_error(monkeypatch):
+    """nutpie's Rust panic (a BaseException from pyo3) is converted into a SolverError that
+    names what to check, and the sampler is cancelled."""
+    import nutpie
+
+    from pkpd.errors import SolverError
+    from pkpd.fit import run as frun
+
+    class PanicException(BaseException):               # as pyo3_runtime names it
+        pass
+
+    cancelled = []
+
+    class Sampler:
+        class _sampler:                                  # noqa: N801 - nutpie's attribute
+            @staticmethod
+            def wait(poll):
+                raise PanicException("Could not initialize state because of bad initial "
+                                     "gradient: Invalid initial point")
+
+        def cancel(self):
+            cancelled.append(True)
+
+    monkeypatch.setattr(nutpie, "sample", lambda compiled, blocking, **kw: Sampler())
+    with pytest.raises(SolverError, match="bad initial gradient: Invalid initial point. A "
+                                          "chain's initial point"):
+        frun._nutpie_run(object(), poll=0.01)
+    assert cancelled == [True]
+
+
 # ---- CLI -----------------------------------------------------------------------------------------
 def _args(*argv):
     p = argparse.ArgumentParser()

@@ -5,14 +5,17 @@ Output folder (default ``<design folder>/<name>/``, e.g. ``fits/designs/three_ar
     design.json    the design's name, fingerprint, rule, truths and replicate seeds source
     results.csv    one row per finished replicate (RESULT_COLUMNS), rewritten atomically after
                    each replicate, so that an interrupted run loses at most the running one
+    failures.csv   one row per replicate whose fit failed (FAILURE_COLUMNS: seeds, truth and
+                   the error), counted and flagged by the summary, never retried on resume
+                   (the same seeds fail the same way)
     summary.json   operating characteristics per truth (pkpd.design.summary.summarise)
     summary.md     the same as a Markdown table
     oc.png         P(claim) against the true value, with +/- 2 Monte Carlo SE bars
     work/          the running replicate's fit checkpoints (removed when it finishes)
 
 Resume: a rerun with the same design (same fingerprint: base spec, arms, truths, seed, level,
-rule, sampler, regimens) skips every replicate already in results.csv, keyed by
-``(truth_index, replicate)``; a larger ``replicates`` adds replicates. A Ctrl-C inside a
+rule, sampler, regimens) skips every replicate already in results.csv or failures.csv, keyed
+by ``(truth_index, replicate)``; a larger ``replicates`` adds replicates. A Ctrl-C inside a
 replicate's fit keeps that fit's completed chain batches (pkpd.fit checkpoints), which the rerun
 resumes. A folder holding another design's results is refused.
 """
@@ -32,9 +35,9 @@ from ..errors import FitInterrupted, PkpdError
 from ..io import atomic_write_csv, atomic_write_text
 from .drivers import driver_cache
 from .spec import Design, fit_raw, load_design, replicate_seeds
-from .summary import RESULT_COLUMNS, read_results, summarise
+from .summary import FAILURE_COLUMNS, RESULT_COLUMNS, read_failures, read_results, summarise
 
-__all__ = ["run_design", "run_replicate", "replicate_row"]
+__all__ = ["run_design", "run_replicate", "replicate_row", "failure_row"]
 
 
 def _log(msg: str, progress: bool) -> None:
@@ -99,9 +102,27 @@ def replicate_row(design: Design, truth_index: int, replicate: int, result) -> d
     }
 
 
+def failure_row(design: Design, truth_index: int, replicate: int, exc: BaseException,
+                wall_s: float) -> dict:
+    """One failures.csv row (:data:`FAILURE_COLUMNS`): the replicate, its seeds and truth
+    (for SBC the rule parameter's prior draw) and the one-line error."""
+    ds, ss = replicate_seeds(design.seed, truth_index, replicate)
+    truth = design.truth_value(truth_index)
+    if design.sbc:
+        from ..fit.spec import load_spec
+        from .sbc import prior_draw
+        truth = prior_draw(load_spec(fit_raw(design, truth_index, replicate)), ds)[1][
+            design.rule.parameter]
+    return {"design": design.name, "truth_index": truth_index, "replicate": replicate,
+            "parameter": design.rule.parameter, "truth": float(truth), "data_seed": ds,
+            "sampler_seed": ss, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+            "wall_s": wall_s}
+
+
 def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
                   threads: int | None = None) -> dict:
-    """Simulate and fit one replicate trial; its results row (wall time included).
+    """Simulate and fit one replicate trial; its results row (wall time included), or its
+    :func:`failure_row` (it has an ``error``) when the fit fails with a PkpdError.
     ``threads``: the fit's ``[sampler] threads`` (default: the design's, else "auto"); it
     changes the wall time, not the draws."""
     from ..fit.folders import FitFolders, remove_ours
@@ -112,7 +133,13 @@ def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
         raw["sampler"]["threads"] = int(threads)
     spec = load_spec(raw)
     dirs = FitFolders.at(work / spec.name)
-    result = _fit(spec, dirs.out)
+    try:
+        result = _fit(spec, dirs.out)
+    except FitInterrupted:
+        raise
+    except PkpdError as exc:             # a failed fit is a result of the design, not a crash
+        remove_ours(dirs.partial, "partial")
+        return failure_row(design, truth_index, replicate, exc, time.perf_counter() - t0)
     row = replicate_row(design, truth_index, replicate, result)
     if design.sbc:
         from .sbc import prior_draw, sbc_columns
@@ -191,9 +218,11 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
         out = (design.path.parent if design.path else Path("fits") / "designs") / design.name
     out = Path(os.path.abspath(os.fspath(out)))
     df = _open_folder(design, out)
+    failed = read_failures(out)
     done = {(int(a), int(b)) for a, b in zip(df["truth_index"], df["replicate"])}
+    done |= {(int(a), int(b)) for a, b in zip(failed["truth_index"], failed["replicate"])}
     todo = [(i, r) for i in range(len(design.truths)) for r in range(R) if (i, r) not in done]
-    table = _Results(design, out, df, R, progress)
+    table = _Results(design, out, df, R, progress, failed)
     ident = design.identification()
     if ident and ident["note"]:
         _log(f"{design.name}: {ident['status']}: {ident['note']}", progress)
@@ -212,11 +241,16 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
 class _Results:
     """results.csv, rewritten atomically (sorted) after each finished replicate."""
 
-    def __init__(self, design: Design, out: Path, df: pd.DataFrame, R: int, progress: bool):
+    def __init__(self, design: Design, out: Path, df: pd.DataFrame, R: int, progress: bool,
+                 failed: pd.DataFrame | None = None):
         self.design, self.out, self.R, self.progress = design, out, R, progress
         self.df = df
+        self.failed = failed if failed is not None else pd.DataFrame(columns=FAILURE_COLUMNS)
 
     def add(self, row: dict) -> None:
+        if "error" in row:
+            self._add_failure(row)
+            return
         # SBC rows carry truth_/pit_/rank_/covered_ columns per parameter after the standard ones
         new = pd.DataFrame([row], columns=RESULT_COLUMNS + [k for k in row
                                                             if k not in RESULT_COLUMNS])
@@ -229,6 +263,18 @@ class _Results:
              f"replicate {r + 1}/{self.R}: P({p} > {d.rule.threshold:g}) = "
              f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
              f"{row['wall_s']:.0f} s", self.progress)
+
+
+    def _add_failure(self, row: dict) -> None:
+        new = pd.DataFrame([row], columns=FAILURE_COLUMNS)
+        parts = [self.failed, new] if len(self.failed) else [new]
+        self.failed = pd.concat(parts, ignore_index=True).sort_values(["truth_index",
+                                                                        "replicate"])
+        atomic_write_csv(self.failed, self.out / "failures.csv", float_format="%.8g")
+        d = self.design
+        _log(f"{d.name}: truth {int(row['truth_index']) + 1}/{len(d.truths)}, replicate "
+             f"{int(row['replicate']) + 1}/{self.R}: fit FAILED ({row['error']}); recorded in "
+             "failures.csv", self.progress)
 
 
 def _run_parallel(design: Design, todo: list, out: Path, workers: int, table: _Results) -> None:

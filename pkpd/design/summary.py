@@ -28,8 +28,8 @@ import pandas as pd
 from ..errors import PkpdError
 from ..io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
-__all__ = ["summarise", "compare_designs", "read_results", "binomial_se", "FPR_MAX",
-           "COVERAGE_RANGE", "SUMMARY_COLUMNS", "RESULT_COLUMNS"]
+__all__ = ["summarise", "compare_designs", "read_results", "read_failures", "binomial_se",
+           "FPR_MAX", "COVERAGE_RANGE", "SUMMARY_COLUMNS", "RESULT_COLUMNS", "FAILURE_COLUMNS"]
 
 FPR_MAX = 0.10
 COVERAGE_RANGE = (0.84, 0.96)
@@ -43,11 +43,15 @@ RESULT_COLUMNS = [
     "compile_s",
 ]
 
+#: one row per replicate whose fit failed (failures.csv): its seeds, truth and the error
+FAILURE_COLUMNS = ["design", "truth_index", "replicate", "parameter", "truth", "data_seed",
+                   "sampler_seed", "error", "wall_s"]
+
 SUMMARY_COLUMNS = ["design", "truth_index", "truth", "kind", "n", "n_claim", "p_claim",
                    "se_claim", "coverage", "se_coverage", "mean_width", "onset_coverage",
                    "mean_p_gt", "max_r_hat", "n_r_hat_above_1_01", "min_ess_bulk",
                    "divergences", "failed_evaluations", "mean_wall_s", "fpr_flag",
-                   "coverage_flag"]
+                   "coverage_flag", "n_failed_fits"]
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -72,13 +76,43 @@ def read_results(out) -> pd.DataFrame:
     return df
 
 
+def read_failures(out) -> pd.DataFrame:
+    """failures.csv of a design folder (an empty table with :data:`FAILURE_COLUMNS` if none)."""
+    f = Path(out) / "failures.csv"
+    if not f.is_file():
+        return pd.DataFrame(columns=FAILURE_COLUMNS)
+    try:
+        df = pd.read_csv(f)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PkpdError(f"{f} cannot be read as a table ({' '.join(str(exc).split())}). Fix: "
+                        "move it away and run the design again") from None
+    missing = [c for c in FAILURE_COLUMNS if c not in df.columns]
+    if missing:
+        raise PkpdError(f"{f} lacks columns {', '.join(missing)}: not a pkpd design result. "
+                        "Fix: give another --out, or move the file away")
+    return df
+
+
+def _failure_flags(failed: pd.DataFrame, done: pd.DataFrame, par: str, sbc: bool) -> list[str]:
+    """One flag per truth with failed replicate fits: how many of how many, and the first
+    error. Failed fits are excluded from every rate, so a reader must see them."""
+    out = []
+    for i, g in failed.groupby("truth_index", sort=True):
+        n_ok = int((done["truth_index"] == i).sum())
+        what = "SBC" if sbc else f"{par} = {float(g['truth'].iloc[0]):g}"
+        out.append(f"{what}: {len(g)} of {len(g) + n_ok} replicate fits failed (failures.csv; "
+                   f"first: {g['error'].iloc[0]}); the numbers above are over the {n_ok} "
+                   "that finished")
+    return out
+
+
 def _fpr_flag(p: float, n: int) -> str:
     if p <= FPR_MAX:
         return "ok"
     return ("within MC error" if p <= FPR_MAX + 2.0 * binomial_se(FPR_MAX, n) else "too high")
 
 
-def _truth_row(name: str, i: int, g: pd.DataFrame, threshold: float) -> dict:
+def _truth_row(name: str, i: int, g: pd.DataFrame, threshold: float, n_failed: int = 0) -> dict:
     n = len(g)
     truth = float(g["truth"].iloc[0])
     claims = int(g["claim"].astype(bool).sum())
@@ -102,13 +136,14 @@ def _truth_row(name: str, i: int, g: pd.DataFrame, threshold: float) -> dict:
         "mean_wall_s": float(g["wall_s"].mean()),
         "fpr_flag": _fpr_flag(p, n) if null else "",
         "coverage_flag": "ok" if COVERAGE_RANGE[0] <= cov <= COVERAGE_RANGE[1] else "outside",
+        "n_failed_fits": int(n_failed),
     }
 
 
 def _load(results):
     """(results table, design.json dict) from a folder, a results.csv path or a DataFrame."""
     if isinstance(results, pd.DataFrame):
-        return results, {}, None
+        return results, {}, None, pd.DataFrame(columns=FAILURE_COLUMNS)
     folder = Path(results)
     if folder.is_file():
         folder = folder.parent
@@ -118,7 +153,7 @@ def _load(results):
     meta = {}
     if (folder / "design.json").is_file():
         meta = json.loads((folder / "design.json").read_text())
-    return read_results(folder), meta, folder
+    return read_results(folder), meta, folder, read_failures(folder)
 
 
 def summarise(results, out=None, *, write: bool = True, threshold: float | None = None,
@@ -140,17 +175,21 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
     dict : ``design``, ``rule``, ``level``, ``truths`` (one dict per truth, SUMMARY_COLUMNS),
         ``flags`` (plain-English lines; empty when every check passes)
     """
-    df, meta, folder = _load(results)
+    df, meta, folder, failed = _load(results)
     if replicates is not None:
         df = df[df["replicate"] < int(replicates)]
+        failed = failed[failed["replicate"] < int(replicates)]
     if df.empty:
         raise PkpdError("no finished replicates to summarise. Fix: run the design first")
     name = str(meta.get("name") or df["design"].iloc[0])
     if any(c.startswith("pit_") for c in df.columns):
-        return _summarise_sbc(df, name, meta, Path(out) if out is not None else folder, write)
+        return _summarise_sbc(df, name, meta, Path(out) if out is not None else folder, write,
+                              failed)
     rule = meta.get("rule", {})
     thr = float(threshold if threshold is not None else rule.get("threshold", 0.0))
-    rows = [_truth_row(name, i, g, thr) for i, g in df.groupby("truth_index", sort=True)]
+    n_failed = {int(k): int(v) for k, v in failed.groupby("truth_index").size().items()}
+    rows = [_truth_row(name, i, g, thr, n_failed.get(int(i), 0))
+            for i, g in df.groupby("truth_index", sort=True)]
     par = str(df["parameter"].iloc[0])
     flags = []
     for r in rows:
@@ -161,6 +200,7 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
             flags.append(f"{par} = {r['truth']:g}: {100 * float(df['level'].iloc[0]):g}% "
                          f"interval coverage {r['coverage']:.3f} (SE {r['se_coverage']:.3f}) is "
                          f"outside {COVERAGE_RANGE[0]}-{COVERAGE_RANGE[1]}")
+    flags += _failure_flags(failed, df, par, sbc=False)
     summary = {"design": name, "parameter": par, "rule": meta.get("rule_text", ""),
                "threshold": thr, "level": float(df["level"].iloc[0]), "truths": rows,
                "flags": flags, "identification": meta.get("identification")}
@@ -172,13 +212,15 @@ def summarise(results, out=None, *, write: bool = True, threshold: float | None 
     return summary
 
 
-def _summarise_sbc(df, name, meta, target, write) -> dict:
+def _summarise_sbc(df, name, meta, target, write, failed) -> dict:
     """A simulation-based calibration design (``truths = "prior"``): per-parameter calibration
     (:func:`pkpd.design.sbc.summarise_sbc`) instead of per-truth operating characteristics;
     writes summary.json, summary.md and sbc.png."""
     from .sbc import plot_sbc, sbc_markdown, summarise_sbc
     level = float(df["level"].iloc[0])
     s = summarise_sbc(df, level)
+    s["flags"] = s["flags"] + _failure_flags(failed, df, str(df["parameter"].iloc[0]), sbc=True)
+    s["n_failed_fits"] = len(failed)
     summary = {"design": name, "kind": "sbc", "parameter": str(df["parameter"].iloc[0]),
                "rule": meta.get("rule_text", ""), "level": level, **s,
                "max_r_hat": float(np.nanmax(df["max_r_hat"].to_numpy(float))),

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import FitInterrupted, PkpdError, SpecError
+from ..errors import FitInterrupted, PkpdError, SolverError, SpecError
 from ..io import atomic_write_text
 from .data import FitData, read_fit_data
 from .folders import (
@@ -250,9 +250,23 @@ def _nutpie_run(compiled, poll: float = 0.2, **kw):
             except TimeoutError:
                 continue
         return sampler.wait()
-    except BaseException:
+    except BaseException as exc:
         sampler.cancel()
+        if type(exc).__name__ == "PanicException":
+            raise _sampler_panic(exc) from None
         raise
+
+
+def _sampler_panic(exc: BaseException) -> SolverError:
+    """nutpie's Rust core panics (a ``pyo3_runtime.PanicException``, a BaseException that no
+    ``except Exception`` catches and that cannot cross a process boundary) when a chain cannot
+    start: the log density or its gradient is not finite at its initial point. That is a
+    failed fit, not a crash: a :class:`SolverError` that says what to check."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return SolverError(
+        f"nutpie stopped: {msg}. A chain's initial point (the [theta]/[omega] init values, "
+        "jittered) has a non-finite log density or gradient. Fix: give init values closer to "
+        "the data, and check the data for implausible values (the largest observations)")
 
 
 #: ``threads = "auto"``: a batch's chains share one thread when one log density with its
@@ -512,6 +526,8 @@ def fit(spec: Spec | str | os.PathLike, out: str | os.PathLike | None = None, *,
     FitInterrupted : on Ctrl-C; the completed batches stay in ``.NAME.partial/``
     PkpdError : bad spec, data or output folder, or a sampler result with missing or
         non-finite draws (never written as finished)
+    SolverError : the sampler could not start a chain (non-finite log density or gradient at
+        its initial point; nutpie's panic converted)
     """
     t0 = time.perf_counter()
     if not isinstance(spec, Spec):
