@@ -59,38 +59,30 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n) if n > 0 else float("nan")
 
 
-def read_results(out) -> pd.DataFrame:
-    """results.csv of a design folder (an empty table with :data:`RESULT_COLUMNS` if none)."""
-    f = Path(out) / "results.csv"
+def _read_table(f: Path, columns: list[str]) -> pd.DataFrame:
+    """A design folder's CSV (an empty table with ``columns`` if the file does not exist)."""
     if not f.is_file():
-        return pd.DataFrame(columns=RESULT_COLUMNS)
+        return pd.DataFrame(columns=columns)
     try:
         df = pd.read_csv(f)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise PkpdError(f"{f} cannot be read as a table ({' '.join(str(exc).split())}). Fix: "
                         "move it away and run the design again") from None
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise PkpdError(f"{f} lacks columns {', '.join(missing)}: not a pkpd design result. "
                         "Fix: give another --out, or move the file away")
     return df
+
+
+def read_results(out) -> pd.DataFrame:
+    """results.csv of a design folder (an empty table with :data:`RESULT_COLUMNS` if none)."""
+    return _read_table(Path(out) / "results.csv", RESULT_COLUMNS)
 
 
 def read_failures(out) -> pd.DataFrame:
     """failures.csv of a design folder (an empty table with :data:`FAILURE_COLUMNS` if none)."""
-    f = Path(out) / "failures.csv"
-    if not f.is_file():
-        return pd.DataFrame(columns=FAILURE_COLUMNS)
-    try:
-        df = pd.read_csv(f)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise PkpdError(f"{f} cannot be read as a table ({' '.join(str(exc).split())}). Fix: "
-                        "move it away and run the design again") from None
-    missing = [c for c in FAILURE_COLUMNS if c not in df.columns]
-    if missing:
-        raise PkpdError(f"{f} lacks columns {', '.join(missing)}: not a pkpd design result. "
-                        "Fix: give another --out, or move the file away")
-    return df
+    return _read_table(Path(out) / "failures.csv", FAILURE_COLUMNS)
 
 
 def _failure_flags(failed: pd.DataFrame, done: pd.DataFrame, par: str, sbc: bool) -> list[str]:
