@@ -364,16 +364,19 @@ def test_a_sampler_panic_becomes_a_solver_error(monkeypatch):
         class _sampler:                                  # noqa: N801 - nutpie's attribute
             @staticmethod
             def wait(poll):
-                raise PanicException("Could not initialize state because of bad initial "
-                                     "gradient: Invalid initial point")
+                raise PanicException("called `Result::unwrap()` on an `Err` value: Could not "
+                                     "initialize state because of bad initial gradient: "
+                                     "Invalid initial point\n\nStack backtrace:\n   0: <unknown>")
 
         def cancel(self):
             cancelled.append(True)
+            raise PanicException("Poisond sampler state mutex")   # as nutpie after a panic
 
     monkeypatch.setattr(nutpie, "sample", lambda compiled, blocking, **kw: Sampler())
     with pytest.raises(SolverError, match="bad initial gradient: Invalid initial point. A "
-                                          "chain's initial point"):
+                                          "chain's initial point") as err:
         frun._nutpie_run(object(), poll=0.01)
+    assert "backtrace" not in str(err.value)
     assert cancelled == [True]
 
 

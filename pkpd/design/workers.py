@@ -44,4 +44,14 @@ def fit_one(run_replicate, design, truth_index: int, replicate: int, work) -> di
         cm = driver_cache()
         cm.__enter__()                       # kept for the worker's lifetime
         _STATE["cache"] = cm
-    return run_replicate(design, truth_index, replicate, work, threads=1)
+    try:
+        return run_replicate(design, truth_index, replicate, work, threads=1)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            raise
+        # a BaseException from an extension (pyo3's PanicException) cannot be pickled back to
+        # the parent, which would see only a BrokenProcessPool: send its message instead
+        raise RuntimeError(f"replicate {replicate + 1} of truth {truth_index + 1}: "
+                           f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None

@@ -251,10 +251,18 @@ def _nutpie_run(compiled, poll: float = 0.2, **kw):
                 continue
         return sampler.wait()
     except BaseException as exc:
-        sampler.cancel()
-        if type(exc).__name__ == "PanicException":
+        try:
+            sampler.cancel()
+        except BaseException as again:   # after a panic the sampler's state is poisoned
+            if not _is_panic(again):
+                raise
+        if _is_panic(exc):
             raise _sampler_panic(exc) from None
         raise
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return type(exc).__name__ == "PanicException"
 
 
 def _sampler_panic(exc: BaseException) -> SolverError:
@@ -262,7 +270,7 @@ def _sampler_panic(exc: BaseException) -> SolverError:
     ``except Exception`` catches and that cannot cross a process boundary) when a chain cannot
     start: the log density or its gradient is not finite at its initial point. That is a
     failed fit, not a crash: a :class:`SolverError` that says what to check."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = " ".join(str(exc).split()).split(" Stack backtrace")[0] or type(exc).__name__
     return SolverError(
         f"nutpie stopped: {msg}. A chain's initial point (the [theta]/[omega] init values, "
         "jittered) has a non-finite log density or gradient. Fix: give init values closer to "
