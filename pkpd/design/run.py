@@ -239,7 +239,7 @@ def run_design(spec_or_path, out=None, replicates: int | None = None, progress: 
 
 
 class _Results:
-    """results.csv, rewritten atomically (sorted) after each finished replicate."""
+    """results.csv (and failures.csv), rewritten atomically (sorted) after each replicate."""
 
     def __init__(self, design: Design, out: Path, df: pd.DataFrame, R: int, progress: bool,
                  failed: pd.DataFrame | None = None):
@@ -264,7 +264,6 @@ class _Results:
              f"{row['p_gt']:.3f}, claim {'yes' if row['claim'] else 'no'}, "
              f"{row['wall_s']:.0f} s", self.progress)
 
-
     def _add_failure(self, row: dict) -> None:
         new = pd.DataFrame([row], columns=FAILURE_COLUMNS)
         parts = [self.failed, new] if len(self.failed) else [new]
@@ -279,7 +278,8 @@ class _Results:
 
 def _run_parallel(design: Design, todo: list, out: Path, workers: int, table: _Results) -> None:
     """Fit ``todo``'s replicates in ``workers`` spawned processes, writing each row as it
-    finishes. Ctrl-C or a failed replicate ends the workers; finished rows stay."""
+    finishes (a failed fit is a failures.csv row). Ctrl-C or an unexpected error ends the
+    workers; finished rows stay."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
