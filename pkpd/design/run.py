@@ -103,16 +103,15 @@ def replicate_row(design: Design, truth_index: int, replicate: int, result) -> d
 
 
 def failure_row(design: Design, truth_index: int, replicate: int, exc: BaseException,
-                wall_s: float) -> dict:
+                wall_s: float, spec) -> dict:
     """One failures.csv row (:data:`FAILURE_COLUMNS`): the replicate, its seeds and truth
-    (for SBC the rule parameter's prior draw) and the one-line error."""
+    (for SBC the rule parameter's prior draw, from the replicate's ``spec``) and the one-line
+    error."""
     ds, ss = replicate_seeds(design.seed, truth_index, replicate)
     truth = design.truth_value(truth_index)
     if design.sbc:
-        from ..fit.spec import load_spec
         from .sbc import prior_draw
-        truth = prior_draw(load_spec(fit_raw(design, truth_index, replicate)), ds)[1][
-            design.rule.parameter]
+        truth = prior_draw(spec, ds)[1][design.rule.parameter]
     return {"design": design.name, "truth_index": truth_index, "replicate": replicate,
             "parameter": design.rule.parameter, "truth": float(truth), "data_seed": ds,
             "sampler_seed": ss, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
@@ -139,7 +138,8 @@ def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
         raise
     except PkpdError as exc:             # a failed fit is a result of the design, not a crash
         remove_ours(dirs.partial, "partial")
-        return failure_row(design, truth_index, replicate, exc, time.perf_counter() - t0)
+        return failure_row(design, truth_index, replicate, exc, time.perf_counter() - t0,
+                           spec)
     row = replicate_row(design, truth_index, replicate, result)
     if design.sbc:
         from .sbc import prior_draw, sbc_columns

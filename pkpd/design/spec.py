@@ -110,15 +110,12 @@ class Design:
         regimen; None when the rule's parameter is not PSI."""
         if self.rule.parameter != "PSI":
             return None
-        from ..fit.estimands import synergy_identification
+        from ..fit.estimands import exposure_groups, synergy_identification
         known = {**self.base_raw.get("regimens", {}), **self.regimens}
-        groups = {"both": 0, "anlotinib_only": 0, "durvalumab_only": 0, "neither": 0}
-        for arm, n in self.arms.items():
-            drugs = set(known[arm])
-            a, d = "anlotinib" in drugs, "durvalumab" in drugs
-            key = ("both" if a and d else "anlotinib_only" if a else "durvalumab_only" if d
-                   else "neither")
-            groups[key] += int(n)
+        n = list(self.arms.values())
+        on = {drug: np.repeat([drug in known[arm] for arm in self.arms], n)
+              for drug in ("anlotinib", "durvalumab")}
+        groups = exposure_groups(on["anlotinib"], on["durvalumab"])
         return synergy_identification(groups)
 
     def fingerprint(self) -> str:
