@@ -61,11 +61,13 @@ def _write(tmp_path, text, name="d.toml"):
 def test_every_committed_design_loads():
     names = {p.stem: load_design(p) for p in DESIGNS.glob("*.toml")}
     assert set(names) == {"single_arm_120", "three_arm_40", "three_arm_240", "three_arm_480",
-                          "maintenance", "smoke", "sbc_three_arm_40"}
+                          "maintenance", "smoke", "sbc_three_arm_40", "sbc_psi_three_arm_40"}
     assert sum(names["three_arm_480"].arms.values()) == 480
     assert sum(names["three_arm_240"].arms.values()) == 240
     assert names["single_arm_120"].arms == {"triplet": 120}
     assert names["smoke"].replicates == 5 and len(names["smoke"].truths) == 2
+    assert names["sbc_psi_three_arm_40"].prior_only == ("PSI",)
+    assert names["sbc_three_arm_40"].prior_only == ()
 
 
 def test_identification_of_each_committed_design():
@@ -76,7 +78,7 @@ def test_identification_of_each_committed_design():
     assert status == {"single_arm_120": "confounded", "maintenance": "confounded",
                       "three_arm_40": "identified", "three_arm_240": "identified",
                       "three_arm_480": "identified", "smoke": "identified",
-                      "sbc_three_arm_40": "identified"}
+                      "sbc_three_arm_40": "identified", "sbc_psi_three_arm_40": "identified"}
     single = load_design(DESIGNS / "single_arm_120.toml").identification()
     assert single["groups"] == {"both": 120, "anlotinib_only": 0, "durvalumab_only": 0,
                                 "neither": 0}
@@ -311,6 +313,11 @@ def test_resume_skips_done_replicates(tmp_path, monkeypatch):
     other = _write(tmp_path, GOOD.replace("seed = 7", "seed = 8"), "other.toml")
     with pytest.raises(PkpdError, match="another design"):
         run_design(other, out=out, progress=False)
+    # results made by another version of the trial simulator are not mixed with new ones
+    from pkpd.fit import recovery
+    monkeypatch.setattr(recovery, "SIMULATOR_VERSION", recovery.SIMULATOR_VERSION + 1)
+    with pytest.raises(PkpdError, match="trial simulator changed"):
+        run_design(design, out=out, progress=False)
 
 
 def test_a_failed_fit_is_recorded_flagged_and_not_retried(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ and rejects shifted ones, and a design with ``truths = "prior"`` runs, resumes a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,3 +180,67 @@ def test_sbc_columns_rank_and_pit():
     assert c["pit_A"] == pytest.approx(251 / 1000)
     assert c["rank_A"] == int(np.sum(np.round(np.linspace(0, 999, SBC_DRAWS)) < 250.5))
     assert c["covered_A"] and not sbc_columns(res, {"A": 990.0}, 0.9)["covered_A"]
+
+
+def _partial_design(tmp_path, truths: str, n: int = 3) -> Path:
+    text = SBC.read_text().replace('base = "bases/oc.toml"',
+                                   f'base = "{SBC.parent / "bases" / "oc.toml"}"')
+    text = text.replace("triplet = 40, durvalumab_ep = 40, anlotinib_ep = 40",
+                        f"triplet = {n}, durvalumab_ep = {n}, anlotinib_ep = {n}")
+    text = text.replace('truths = "prior"', f"truths = {truths}")
+    assert f"truths = {truths}" in text
+    design = tmp_path / "partial.toml"
+    design.write_text(text)
+    return design
+
+
+def test_partial_sbc_draws_only_the_named_thetas(tmp_path, spec):
+    """truths = { prior = ["PSI"] }: each replicate draws PSI from its prior (the same draw as
+    the full SBC of the same seed), the other parameters stay at the base's values (card IIV
+    and residual: no [simulate] omega or residual override), and the fingerprint differs from
+    the full SBC's."""
+    d = load_design(_partial_design(tmp_path, '{ prior = ["PSI"] }'))
+    assert d.sbc and d.prior_only == ("PSI",)
+    assert d.fingerprint() != load_design(SBC).fingerprint()
+    raw = fit_raw(d, 0, 5)
+    full = prior_draw(spec, raw["simulate"]["seed"])
+    sim, pop = prior_draw(load_spec(raw), raw["simulate"]["seed"], only=d.prior_only)
+    assert list(pop) == ["PSI"] and pop["PSI"] == full[1]["PSI"]
+    assert raw["simulate"]["truth"]["PSI"] == pop["PSI"]
+    assert "omega" not in raw["simulate"] and "residual" not in raw["simulate"]
+    base_truth = dict(load_design(SBC).base_raw["simulate"].get("truth", {}))
+    base_truth.pop("PSI", None)
+    assert {k: v for k, v in raw["simulate"]["truth"].items() if k != "PSI"} == base_truth
+
+
+@pytest.mark.parametrize("truths, match", [
+    ('{ prior = ["KAA"] }', "does not draw the rule's parameter PSI"),
+    ('{ prior = ["PSI", "omega_KIO"] }', "omega_KIO not among the fit's thetas"),
+    ('{ prior = ["PSI"], seed = 3 }', "must be \\{ prior = \\[names\\] \\}"),
+    ('{ prior = [] }', "must be \\{ prior = \\[names\\] \\}"),
+])
+def test_partial_sbc_spec_errors(tmp_path, truths, match):
+    with pytest.raises(SpecError, match=match):
+        load_design(_partial_design(tmp_path, truths))
+
+
+def test_partial_sbc_design_summarises_the_drawn_theta(tmp_path, monkeypatch):
+    """A partial SBC run (stand-in exact fit) has PIT columns for PSI only, and its summary
+    says that only PSI was drawn."""
+    design = _partial_design(tmp_path, '{ prior = ["PSI"] }')
+    only = load_design(design).prior_only
+
+    def fake_fit(spec, where):
+        pop = prior_draw(spec, spec.raw["simulate"]["seed"], only=only)[1]
+        return _exact_result(spec, {**dict.fromkeys(spec.population_names, 0.0), **pop},
+                             spec.raw["sampler"]["seed"])
+
+    monkeypatch.setattr(drun, "_fit", fake_fit)
+    out = tmp_path / "out"
+    s = run_design(design, out=out, replicates=6, progress=False)
+    res = pd.read_csv(out / "results.csv")
+    assert [c for c in res.columns if c.startswith("pit_")] == ["pit_PSI"]
+    assert [r["parameter"] for r in s["parameters"]] == ["PSI"]
+    assert s["prior_only"] == ["PSI"]
+    assert "PSI drawn from the fit's prior" in (out / "summary.md").read_text()
+    assert json.loads((out / "design.json").read_text())["prior_only"] == ["PSI"]

@@ -14,10 +14,10 @@ Output folder (default ``<design folder>/<name>/``, e.g. ``fits/designs/three_ar
     work/          the running replicate's fit checkpoints (removed when it finishes)
 
 Resume: a rerun with the same design (same fingerprint: base spec, arms, truths, seed, level,
-rule, sampler, regimens) skips every replicate already in results.csv or failures.csv, keyed
-by ``(truth_index, replicate)``; a larger ``replicates`` adds replicates. A Ctrl-C inside a
-replicate's fit keeps that fit's completed chain batches (pkpd.fit checkpoints), which the rerun
-resumes. A folder holding another design's results is refused.
+rule, sampler, regimens, simulator version) skips every replicate already in results.csv or
+failures.csv, keyed by ``(truth_index, replicate)``; a larger ``replicates`` adds replicates.
+A Ctrl-C inside a replicate's fit keeps that fit's completed chain batches (pkpd.fit
+checkpoints), which the rerun resumes. A folder holding another design's results is refused.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def failure_row(design: Design, truth_index: int, replicate: int, exc: BaseExcep
     truth = design.truth_value(truth_index)
     if design.sbc:
         from .sbc import prior_draw
-        truth = prior_draw(spec, ds)[1][design.rule.parameter]
+        truth = prior_draw(spec, ds, only=design.prior_only)[1][design.rule.parameter]
     return {"design": design.name, "truth_index": truth_index, "replicate": replicate,
             "parameter": design.rule.parameter, "truth": float(truth), "data_seed": ds,
             "sampler_seed": ss, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
@@ -143,7 +143,7 @@ def run_replicate(design: Design, truth_index: int, replicate: int, work: Path,
     row = replicate_row(design, truth_index, replicate, result)
     if design.sbc:
         from .sbc import prior_draw, sbc_columns
-        pop = prior_draw(spec, row["data_seed"])[1]
+        pop = prior_draw(spec, row["data_seed"], only=design.prior_only)[1]
         truth = pop[design.rule.parameter]
         row.update(truth=truth, covered=bool(row["lower"] <= truth <= row["upper"]),
                    **sbc_columns(result, pop, design.level))
@@ -164,12 +164,14 @@ def _open_folder(design: Design, out: Path) -> pd.DataFrame:
             old = {}
         if old.get("fingerprint") != fp:
             raise PkpdError(f"{out} holds results of another design (or another version of "
-                            f"{design.name}: base spec, arms, truths, seed, rule, sampler or "
-                            "regimens changed); pkpd does not mix them. Fix: give another "
-                            "--out, or move that folder away to start again")
+                            f"{design.name}: base spec, arms, truths, seed, rule, sampler, "
+                            "regimens or pkpd's trial simulator changed); pkpd does not mix "
+                            "them. Fix: give another --out, or move that folder away to start "
+                            "again")
     elif (out / "results.csv").exists():
         raise PkpdError(f"{out} has a results.csv but no design.json; pkpd does not know which "
                         "design made it. Fix: give another --out")
+    from ..fit.recovery import SIMULATOR_VERSION
     atomic_write_text(meta, json.dumps({
         "written_by": "pkpd design", "name": design.name, "fingerprint": fp,
         "spec": str(design.path) if design.path else None,
@@ -177,6 +179,7 @@ def _open_folder(design: Design, out: Path) -> pd.DataFrame:
         "description": design.description, "arms": design.arms, "truths": list(design.truths),
         "seed": design.seed, "level": design.level, "rule": design.rule.__dict__,
         "rule_text": design.rule.text(), "sampler": design.sampler,
+        "simulator_version": SIMULATOR_VERSION, "prior_only": list(design.prior_only),
         "identification": design.identification()}, indent=1))
     return read_results(out)
 

@@ -12,7 +12,8 @@ its ``[simulate]`` section for each replicate trial::
     arms = { triplet = 40, durvalumab_ep = 40, anlotinib_ep = 40 }   # replaces [simulate].arms
     truths = [{ PSI = 0.0 }, { PSI = 0.5 }, { PSI = 1.0 }]          # each merged into its truth
     # truths = "prior": simulation-based calibration, each replicate's population parameters
-    # drawn from the base spec's priors (pkpd.design.sbc)
+    # drawn from the base spec's priors (pkpd.design.sbc); truths = { prior = ["PSI"] } draws
+    # only the named thetas, the rest at the base's values (a partial, approximate SBC)
     replicates = 40                        # simulated trials per truth
     seed = 20261207                        # design seed (replicate seeds derive from it)
     level = 0.90                           # equal-tailed posterior interval judged for coverage
@@ -90,11 +91,13 @@ class Design:
     regimens: dict
     description: str = ""
     raw: dict = field(default_factory=dict)
+    prior_only: tuple = ()          # SBC: the thetas drawn from their priors (empty: all)
 
     @property
     def sbc(self) -> bool:
         """Simulation-based calibration: every replicate draws its truth from the priors
-        (``truths = "prior"``; :mod:`pkpd.design.sbc`)."""
+        (``truths = "prior"``, or ``{ prior = [...] }`` for some thetas only;
+        :mod:`pkpd.design.sbc`)."""
         return self.truths == ("prior",)
 
     def truth_value(self, i: int) -> float:
@@ -120,10 +123,13 @@ class Design:
 
     def fingerprint(self) -> str:
         """SHA-256 of everything that defines a replicate's result: the base spec, arms, truths,
-        seed, level, rule, sampler and regimens (not ``replicates``: more may be added later)."""
+        seed, level, rule, sampler and regimens, and the simulator's version (not
+        ``replicates``: more may be added later)."""
+        from ..fit.recovery import SIMULATOR_VERSION
         key = {"base": self.base_raw, "arms": self.arms, "truths": list(self.truths),
                "seed": self.seed, "level": self.level, "rule": self.rule.__dict__,
-               "sampler": self.sampler, "regimens": self.regimens}
+               "sampler": self.sampler, "regimens": self.regimens,
+               "simulator": SIMULATOR_VERSION, "prior_only": list(self.prior_only)}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -207,9 +213,29 @@ def _base(raw, path) -> tuple[dict, Path | None]:
     return braw, bp.resolve()
 
 
+def _prior_only(truths, where, rule, thetas) -> tuple:
+    """``truths = { prior = [names] }``: the thetas drawn from their priors, checked."""
+    names = truths.get("prior")
+    extra = sorted(set(truths) - {"prior"})
+    if extra or not isinstance(names, list) or not names:
+        raise SpecError(f"{where}: truths = {truths!r}: a table must be {{ prior = [names] }} "
+                        f"(the thetas drawn from their priors). Fix: truths = "
+                        f"{{ prior = [\"{rule.parameter}\"] }}, or truths = \"prior\" for all")
+    bad = [n for n in names if n not in thetas]
+    if bad:
+        raise SpecError(f"{where}: truths prior: {', '.join(map(str, bad))} not among the fit's "
+                        f"thetas. Fix: use {', '.join(thetas)}")
+    if rule.parameter not in names:
+        raise SpecError(f"{where}: truths prior does not draw the rule's parameter "
+                        f"{rule.parameter}. Fix: add \"{rule.parameter}\" to the list")
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: truths prior names a theta twice ({names})")
+    return tuple(names)
+
+
 def _truths(d, where, rule, params) -> tuple:
     truths = d.get("truths")
-    if truths == "prior":
+    if truths == "prior" or isinstance(truths, Mapping):
         return ("prior",)
     if not isinstance(truths, list) or not truths:
         raise SpecError(f"{where}: truths must be a non-empty list of tables, or \"prior\" "
@@ -298,8 +324,11 @@ def load_design(source) -> Design:
                         f"population parameter of the fit. Fix: use one of "
                         f"{', '.join(probe.population_names)}")
     truths = _truths(d, w, rule, params)
+    only = d.get("truths")
+    only = (_prior_only(only, w, rule, [t for t in probe.thetas])
+            if isinstance(only, Mapping) else ())
     return Design(name=name, path=path.resolve() if path else None, base_path=base_path,
-                  base_raw=base_raw, arms=arms, truths=truths,
+                  base_raw=base_raw, arms=arms, truths=truths, prior_only=only,
                   replicates=_number(d.get("replicates", 40), "replicates", w, integer=True,
                                      low=1),
                   seed=_number(d.get("seed", 1), "seed", w, integer=True, low=0),
@@ -331,8 +360,9 @@ def fit_raw(design: Design, truth_index: int, replicate: int) -> dict:
     if design.sbc:
         from ..fit.spec import load_spec
         from .sbc import prior_draw
-        sim, _ = prior_draw(load_spec(raw), ds)
+        sim, _ = prior_draw(load_spec(raw), ds, only=design.prior_only)
         raw["simulate"]["truth"].update(sim["truth"])
-        raw["simulate"]["omega"] = sim["omega"]
-        raw["simulate"]["residual"] = sim["residual"]
+        for key in ("omega", "residual"):
+            if sim[key]:
+                raw["simulate"][key] = sim[key]
     return raw

@@ -214,7 +214,8 @@ def _summarise_sbc(df, name, meta, target, write, failed) -> dict:
     s["flags"] = s["flags"] + _failure_flags(failed, df, str(df["parameter"].iloc[0]), sbc=True)
     s["n_failed_fits"] = len(failed)
     summary = {"design": name, "kind": "sbc", "parameter": str(df["parameter"].iloc[0]),
-               "rule": meta.get("rule_text", ""), "level": level, **s,
+               "rule": meta.get("rule_text", ""), "level": level,
+               "prior_only": list(meta.get("prior_only") or []), **s,
                "max_r_hat": float(np.nanmax(df["max_r_hat"].to_numpy(float))),
                "divergences": int(df["divergences"].sum()),
                "n_divergent_fits": int((df["divergences"] > 0).sum()),

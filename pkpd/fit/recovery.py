@@ -19,7 +19,8 @@ The ``[simulate]`` section of a spec::
 Patients get the card's typical PK (the fit conditions on the same drivers, sequential PK/PD),
 tumour parameters with log-normal (or additive) IIV from the card's variances, the card's
 residual error (or the ``omega`` and ``residual`` overrides: simulation-based calibration
-draws them from the fit's priors), and scans on the schedule until RECIST progression (+20%
+draws them from the fit's priors; a draw at or below 0 mm is reported as 0 and left-censored
+at 0, M3, in the fit), and scans on the schedule until RECIST progression (+20%
 and +5 mm over the nadir; the PD scan is kept, later ones are not taken). The truth
 (population values, each patient's parameters, resistance onset, time to nadir, depth) is kept
 in ``FitData.meta``.
@@ -40,7 +41,12 @@ from ..tumour import combination as cm
 from ..tumour.simulate import patient_drivers
 from .data import FitData, progression_cut
 
-__all__ = ["simulate_data", "scan_days"]
+__all__ = ["simulate_data", "scan_days", "SIMULATOR_VERSION"]
+
+#: version of what :func:`simulate_data` makes from a spec and seed; part of a design's
+#: fingerprint, so replicate results of two versions are never mixed. 1: a draw at or below
+#: 0 mm became an exact 0 (until 2026-12-07); 2: it is left-censored at 0.
+SIMULATOR_VERSION = 2
 
 
 def scan_days(days: float, baseline_day: float = -7.0, every: float = 42.0,
@@ -120,10 +126,14 @@ def simulate_data(spec) -> FitData:
     ipred, der = jax.jit(jax.vmap(one))(P, dj)
     ipred = np.asarray(ipred)
     sd = np.sqrt(resid.get("add_sd", 0.0) ** 2 + (resid.get("prop_sd", 0.0) * ipred) ** 2)
-    dv = np.maximum(ipred + sd * rng.standard_normal(ipred.shape), 0.0)
+    raw = ipred + sd * rng.standard_normal(ipred.shape)
+    # a measurement cannot be negative: a draw at or below 0 is reported as 0 and is
+    # left-censored at 0 (M3), which is exactly how it was made; treated as an exact 0 it would
+    # pull the additive SD down (the SBC result in docs/design.md)
+    cens = (raw <= 0.0).ravel()
     subj = np.repeat(np.arange(n), len(times))
     t = np.tile(times, n)
-    y = dv.ravel()
+    y = np.where(cens, 0.0, raw.ravel())
     keep = progression_cut(subj, t, y)
     ids = [f"P{i + 1:03d}" for i in range(n)]
     patients = pd.DataFrame({"subject": ids, "arm": arm_of, **{k: np.asarray(v) for k, v in
@@ -131,8 +141,8 @@ def simulate_data(spec) -> FitData:
     for k, v in der.items():
         patients[f"true_{k}"] = np.asarray(v)
     frame = pd.DataFrame({"subject": np.asarray(ids)[subj[keep]], "time_day": t[keep],
-                          "sld_mm": y[keep], "arm": arm_of[subj[keep]],
-                          "ipred_mm": ipred.ravel()[keep]})
+                          "sld_mm": y[keep], "censored": cens[keep].astype(int),
+                          "arm": arm_of[subj[keep]], "ipred_mm": ipred.ravel()[keep]})
     sha = hashlib.sha256(frame.to_csv(index=False).encode()
                          + json.dumps(sim, sort_keys=True).encode()).hexdigest()
     rows = pd.DataFrame({"row": np.arange(1, len(y) + 1), "used": keep,
@@ -140,7 +150,7 @@ def simulate_data(spec) -> FitData:
                                                           "(scans stop at PD)"),
                          "subject": np.asarray(ids)[subj]})
     return FitData(subjects=ids, obs_subject=subj[keep], obs_time=t[keep], y=y[keep],
-                   censored=np.zeros(int(keep.sum()), bool), arms=list(arm_of), rows=rows,
+                   censored=cens[keep], arms=list(arm_of), rows=rows,
                    sha256=sha, obs_row=np.flatnonzero(keep) + 1,
                    meta={"simulated": True, "truth_population": typ, "iiv": iiv,
                          "omega_sd": omega_sd, "residual": resid,
