@@ -244,3 +244,22 @@ def test_partial_sbc_design_summarises_the_drawn_theta(tmp_path, monkeypatch):
     assert s["prior_only"] == ["PSI"]
     assert "PSI drawn from the fit's prior" in (out / "summary.md").read_text()
     assert json.loads((out / "design.json").read_text())["prior_only"] == ["PSI"]
+
+
+def test_a_pit_of_exactly_zero_does_not_leave_the_band_by_itself():
+    """A truth below every posterior draw gives a PIT of exactly 0, which a finite-draw PIT
+    does with positive probability; 40 evenly spread PITs with one of them 0 stay in the band
+    (the band is evaluated at interior points, where it has width), while 6 of 40 at 0 leave
+    it."""
+    n = 40
+    even = (np.arange(n) + 0.5) / n
+    one = even.copy()
+    one[0] = 0.0
+    rows = lambda p: pd.DataFrame({"pit_A": p, "rank_A": (p * SBC_DRAWS).astype(int),  # noqa: E731
+                                   "covered_A": (p >= 0.05) & (p <= 0.95)})
+    assert summarise_sbc(rows(one), 0.9)["parameters"][0]["in_band"]
+    many = even.copy()
+    many[:6] = 0.0
+    assert not summarise_sbc(rows(many), 0.9)["parameters"][0]["in_band"]
+    grid = ecdf_band(n)[0]
+    assert grid[0] > 0.0 and grid[-1] < 1.0

@@ -124,9 +124,13 @@ def sbc_columns(result, population: dict, level: float) -> dict:
 @functools.lru_cache(maxsize=32)
 def ecdf_band(n: int, prob: float = 0.95, points: int = 51) -> tuple:
     """Simultaneous ``prob`` band of the ECDF of ``n`` uniform values on ``points`` grid points
-    (Säilynoja et al. 2022; arviz, optimised): ``(grid, lower, upper)`` as ECDF values."""
+    (Säilynoja et al. 2022; arviz, optimised): ``(grid, lower, upper)`` as ECDF values.
+
+    The grid is interior, ``j / (points + 1)``: at 0 and 1 the band is the single point 0 (or
+    1), and a PIT computed from finitely many draws is exactly 0 (or 1) with positive
+    probability (a truth below every draw), so the ends would flag a calibrated fit."""
     from arviz.stats.ecdf_utils import ecdf_confidence_band
-    grid = np.linspace(0.0, 1.0, points)
+    grid = np.linspace(0.0, 1.0, points + 2)[1:-1]
     lo, hi = ecdf_confidence_band(n, grid, grid, prob=prob, method="optimized")
     return grid, np.asarray(lo, float), np.asarray(hi, float)
 
@@ -211,7 +215,7 @@ def plot_sbc(df: pd.DataFrame, path) -> object:
     from ..io import atomic_write_bytes
     names = _parameters(df)
     grid, lo, hi = ecdf_band(len(df))
-    cols = 4
+    cols = min(4, len(names))
     rows = max(1, math.ceil(len(names) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), dpi=100,
                              sharex=True, sharey=True, squeeze=False)
