@@ -325,7 +325,7 @@ def load_design(source) -> Design:
                         f"{', '.join(probe.population_names)}")
     truths = _truths(d, w, rule, params)
     only = d.get("truths")
-    only = (_prior_only(only, w, rule, [t for t in probe.thetas])
+    only = (_prior_only(only, w, rule, list(probe.thetas))
             if isinstance(only, Mapping) else ())
     return Design(name=name, path=path.resolve() if path else None, base_path=base_path,
                   base_raw=base_raw, arms=arms, truths=truths, prior_only=only,
