@@ -5,7 +5,8 @@
     python3 tasks.py test    # builds .venv if needed, then ruff + the test suite
     python3 tasks.py bench NAME [ARGS]   # also installs the baselines' extra, runs bench/NAME.py
 
-Extra arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -m slow``); after
+Extra arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -m slow``); the
+test run uses one pytest-xdist worker per core unless they pick tests or workers. After
 ``bench NAME`` they go to the benchmark (e.g. ``python3 tasks.py bench fit --quick``).
 ``python3 tasks.py bench`` lists the benchmarks.
 The environment is (re)installed whenever pyproject.toml changes.
@@ -78,7 +79,20 @@ def main(argv: list[str]) -> int:
     rc = _run([VENV / "bin" / "ruff", "check", "."], env=env)
     if rc:
         return rc
-    return _run([PY, "-m", "pytest", "-q", *argv[1:]], env=env)
+    return _run([PY, "-m", "pytest", "-q", *_workers(argv[1:]), *argv[1:]], env=env)
+
+
+def _workers(args: list[str]) -> list[str]:
+    """pytest-xdist options for the default run: one worker process per core (at most 8; the
+    2-core CI machine gets 2), whole test files per worker (``--dist loadfile``) so that a
+    module's expensive fixtures (fits, compiled models) are built once. Nothing is added when the
+    caller chose: ``-n``/``--numprocesses``, ``--dist``, ``-p no:xdist`` or ``-k``/a path (a
+    selection small enough for one process)."""
+    chose = any(a.startswith(("-n", "--numprocesses", "--dist", "-k")) or a == "no:xdist"
+                or (ROOT / a.split("::")[0]).exists() for a in args)
+    if chose:
+        return []
+    return ["-n", str(min(8, max(1, os.cpu_count() or 1))), "--dist", "loadfile"]
 
 
 if __name__ == "__main__":
