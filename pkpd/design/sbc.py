@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SpecError
+from ..fit.recovery import RESIDUAL_KEYS
 
 __all__ = ["SBC_DRAWS", "SBC_BINS", "prior_draw", "sbc_columns", "summarise_sbc", "plot_sbc",
            "ecdf_band"]
@@ -33,7 +34,6 @@ __all__ = ["SBC_DRAWS", "SBC_BINS", "prior_draw", "sbc_columns", "summarise_sbc"
 SBC_DRAWS = 99
 #: bins of the rank histogram for the chi-square test
 SBC_BINS = 10
-_RESIDUAL_KEYS = {"add": "add_sd", "prop": "prop_sd"}
 
 
 @functools.lru_cache(maxsize=256)
@@ -86,12 +86,12 @@ def prior_draw(spec, seed: int, only=()) -> tuple[dict, dict]:
         pop[b.names[0]] = x
         sim["omega"][par] = math.sqrt(x) if b.report == "variance" else x
     for role, name in spec.residual.names.items():
-        if role not in _RESIDUAL_KEYS:
+        if role not in RESIDUAL_KEYS:
             raise SpecError(f"SBC: residual role {role!r} ({name}) cannot be simulated. Fix: "
                             "use an additive, proportional or combined residual model")
         x = _draw(spec.residual.priors[role], rng)
         pop[name] = x
-        sim["residual"][_RESIDUAL_KEYS[role]] = (math.sqrt(x) if spec.residual.variance[role]
+        sim["residual"][RESIDUAL_KEYS[role]] = (math.sqrt(x) if spec.residual.variance[role]
                                                  else x)
     if only:
         missing = [n for n in only if n not in sim["truth"]]

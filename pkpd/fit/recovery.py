@@ -48,6 +48,10 @@ __all__ = ["simulate_data", "scan_days", "SIMULATOR_VERSION"]
 #: 0 mm became an exact 0 (until 2026-12-07); 2: it is left-censored at 0.
 SIMULATOR_VERSION = 2
 
+#: residual role of a fit spec -> the simulator's residual key (card [residual] and
+#: ``data.meta["residual"]``); the roles a simulated trial can have
+RESIDUAL_KEYS = {"add": "add_sd", "prop": "prop_sd"}
+
 
 def scan_days(days: float, baseline_day: float = -7.0, every: float = 42.0,
               switch_day: float = 168.0, every_late: float = 63.0) -> np.ndarray:
@@ -206,7 +210,7 @@ def population_truth(spec, data: FitData) -> dict:
                 v = float(card_iiv[par]["omega2"]) if sd is None else float(sd) ** 2
                 out[name] = v if b.report == "variance" else float(np.sqrt(v))
     res = {**res, **data.meta.get("residual", {})}
-    for role, key in (("add", "add_sd"), ("prop", "prop_sd")):
+    for role, key in RESIDUAL_KEYS.items():
         if role in spec.residual.names and key in res:
             v = float(res[key])
             out[spec.residual.names[role]] = v ** 2 if spec.residual.variance[role] else v
