@@ -200,8 +200,10 @@ def synergy_identification(groups: Mapping) -> dict:
 
     In the combination model the kill is ``KCHEMO B + KAA U + KIO O (1 + PSI U)``
     (:mod:`pkpd.tumour.combination`). Durvalumab's PD-L1 engagement ``O`` saturates from the
-    first infusion (EC50D 0.533 ug/mL against concentrations of tens to hundreds of ug/mL at
-    1500 mg), and then ``KIO PSI O U`` has the time course of
+    first infusion (EC50D 0.533 ug/mL, models/sclc_triplet_tgi.toml, against typical
+    concentrations of 85-600 ug/mL at 1500 mg Q3W then Q4W: first trough 85 ug/mL, peaks
+    437-610 ug/mL, by ``pkpd exposure durvalumab`` with models/durvalumab.toml, Abegesah 2025),
+    and then ``KIO PSI O U`` has the time course of
     ``KAA U``: PSI is told apart from KAA only by patients on anlotinib without durvalumab
     (they fix KAA), and from KIO only by patients on durvalumab without anlotinib (they fix
     KIO; otherwise only the on/off course of ``U`` separates them).
