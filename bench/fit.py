@@ -51,7 +51,8 @@ STAN_FULL, STAN_QUICK = (4, 1000, 1000), (2, 100, 100)
 PM_ODE_FULL, PM_ODE_QUICK = (2, 200, 200), (2, 10, 10)
 PM_ODE_MAX_TREEDEPTH = {False: 10, True: 5}     # keyed by quick
 # the triplet recovery fit, the spec's own schedule: 4 x (800 + 2000) gave 10 divergences in one
-# chain, 4 x (1000 + 2000) R-hat 1.014 once; 4 x (1000 + 2500) (docs/fitting.md, "Reference results")
+# chain, 4 x (1000 + 2000) R-hat 1.014 once; so 4 x (1000 + 2500) (docs/fitting.md, "Reference
+# results")
 TRIPLET_FULL, TRIPLET_QUICK = (4, 1000, 2500), (2, 100, 100)
 
 JSON_KEYS = ("ess_per_s", "ess_per_s_pm_ode", "ratio_vs_pm_ode", "ess_per_s_oak",
